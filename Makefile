@@ -1,0 +1,23 @@
+# The two commands a newcomer needs: `make run` starts the registry, `make test` runs the tests.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint bench setup
+$(VENV)/.ready: pyproject.toml poetry.lock scripts/setup-venv.sh
+	scripts/setup-venv.sh
+	touch $@
+
+setup: $(VENV)/.ready
+
+run: $(VENV)/.ready
+	$(PY) -m registry
+
+test: $(VENV)/.ready
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.ready
+	$(PY) -m ruff check .
+	$(PY) -m mypy

@@ -1,0 +1,60 @@
+"""Settings, read from ``REGISTRY_*`` environment variables and an optional ``.env`` file.
+
+Nested groups use ``__``: ``REGISTRY_STORAGE__BACKEND=filesystem``. Built once at start-up and
+passed to ``registry.app.create_app``; tests build their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StorageSettings(BaseModel):
+    """Where blobs and manifests are kept."""
+
+    backend: Literal["filesystem"] = "filesystem"
+
+
+class Settings(BaseSettings):
+    """Everything the registry can be told at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REGISTRY_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=1, le=65535)] = 5000
+    data_dir: Path = Path("data")
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    username: str | None = None
+    password: SecretStr | None = None
+    htpasswd_file: Path | None = None
+    anonymous_pull: bool = False
+    delete_enabled: bool = True
+    realm: str = "Registry"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    storage: StorageSettings = StorageSettings()
+
+    @model_validator(mode="after")
+    def _user_needs_both(self) -> Settings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("set both REGISTRY_USERNAME and REGISTRY_PASSWORD, or neither")
+        if self.htpasswd_file is not None and not self.htpasswd_file.is_file():
+            raise ValueError(f"REGISTRY_HTPASSWD_FILE {self.htpasswd_file} is not a file")
+        return self
+
+    @property
+    def generated_htpasswd(self) -> Path:
+        """Where the first start keeps the generated ``admin`` user's bcrypt hash."""
+        return self.data_dir / "auth" / "htpasswd"
+
+    @property
+    def has_configured_users(self) -> bool:
+        return self.username is not None or self.htpasswd_file is not None

@@ -1,0 +1,108 @@
+"""Command line: ``python -m registry [serve]``, ``python -m registry hash-password``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+import tempfile
+
+from pydantic import ValidationError
+
+from config import Settings
+
+APPLICATION = "registry.app:create_app_from_env()"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or exit with one clear line per problem."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            where = "REGISTRY_" + "__".join(str(part).upper() for part in problem["loc"])
+            message = problem["msg"].removeprefix("Value error, ")
+            print(f"registry: invalid setting {where}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def announce_generated_user(settings: Settings) -> None:
+    """On the first start with no user configured, create ``admin`` and print its password."""
+    from registry.auth.basic import GENERATED_USER, ensure_generated_user
+
+    if settings.has_configured_users:
+        return
+    password = ensure_generated_user(settings.generated_htpasswd)
+    if password is not None:
+        print(
+            "\n".join(
+                (
+                    "=" * 64,
+                    "No user configured: created one (shown only this once).",
+                    f"  username: {GENERATED_USER}",
+                    f"  password: {password}",
+                    f"Its bcrypt hash is in {settings.generated_htpasswd}.",
+                    "Set REGISTRY_USERNAME/REGISTRY_PASSWORD or REGISTRY_HTPASSWD_FILE to choose.",
+                    "=" * 64,
+                )
+            ),
+            flush=True,
+        )
+
+
+def serve(settings: Settings) -> int:
+    """Run the registry on hypercorn with uvloop."""
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    announce_generated_user(settings)
+    if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="registry-metrics-")
+    config = Config()
+    config.application_path = APPLICATION
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.worker_class = "uvloop"
+    config.workers = 0 if settings.workers == 1 else settings.workers
+    config.loglevel = settings.log_level.upper()
+    config.errorlog = "-"
+    config.include_server_header = False
+    config.keep_alive_timeout = 75
+    logging.basicConfig(level=config.loglevel, format="%(asctime)s %(levelname)s %(message)s")
+    print(f"registry listening on http://{host}:{settings.port} (data in {settings.data_dir})")
+    sys.stdout.flush()
+    return run(config)
+
+
+def hash_password() -> int:
+    """Print an htpasswd line for a user, reading the password from the terminal or stdin."""
+    from registry.auth.basic import hash_password as bcrypt_hash
+
+    parser = argparse.ArgumentParser(prog="python -m registry hash-password")
+    parser.add_argument("user")
+    args = parser.parse_args(sys.argv[2:])
+    password = getpass.getpass() if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    print(f"{args.user}:{bcrypt_hash(password)}")
+    return 0
+
+
+def main() -> int:
+    command = sys.argv[1] if len(sys.argv) > 1 else "serve"
+    if command == "serve":
+        return serve(load_settings())
+    if command == "hash-password":
+        return hash_password()
+    print(
+        "usage: python -m registry [serve | hash-password USER]\n"
+        "  serve          run the registry (settings from REGISTRY_* variables and .env)\n"
+        "  hash-password  print an htpasswd line (bcrypt) for USER",
+        file=sys.stderr,
+    )
+    return 0 if command in ("-h", "--help", "help") else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

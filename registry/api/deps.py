@@ -1,0 +1,66 @@
+"""Request dependencies: validated path parameters, the services, and authorisation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+from fastapi import Depends, Request
+
+from registry.auth.base import Access, AccessController, Action, Identity
+from registry.metrics import RegistryMetrics
+from registry.oci.digest import Digest
+from registry.oci.reference import parse_name, parse_reference
+from registry.services import RegistryServices
+
+# The access a request needs follows from its method alone.
+METHOD_ACTIONS: Final[dict[str, Action]] = {
+    "GET": "pull",
+    "HEAD": "pull",
+    "POST": "push",
+    "PUT": "push",
+    "PATCH": "push",
+    "DELETE": "delete",
+}
+
+
+def get_services(request: Request) -> RegistryServices:
+    services: RegistryServices = request.app.state.services
+    return services
+
+
+def get_metrics(request: Request) -> RegistryMetrics:
+    metrics: RegistryMetrics = request.app.state.metrics
+    return metrics
+
+
+def repository_name(name: str) -> str:
+    return parse_name(name)
+
+
+def digest_parameter(digest: str) -> Digest:
+    return Digest.parse(digest)
+
+
+def reference_parameter(reference: str) -> str | Digest:
+    return parse_reference(reference)
+
+
+async def authorize(request: Request) -> Identity:
+    """Check the caller may do what this request does; remember who they are."""
+    name = request.path_params.get("name")
+    needed = [Access(name, METHOD_ACTIONS.get(request.method, "push"))]
+    source = request.query_params.get("from") if request.method == "POST" else None
+    if source:
+        needed.append(Access(source, "pull"))
+    access: AccessController = request.app.state.access
+    identity = await access.authorize(request.headers.get("authorization"), needed)
+    request.state.identity = identity
+    return identity
+
+
+Services = Annotated[RegistryServices, Depends(get_services)]
+Metrics = Annotated[RegistryMetrics, Depends(get_metrics)]
+RepoName = Annotated[str, Depends(repository_name)]
+DigestParam = Annotated[Digest, Depends(digest_parameter)]
+Reference = Annotated[str | Digest, Depends(reference_parameter)]
+Authorized = Depends(authorize)

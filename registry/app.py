@@ -1,0 +1,83 @@
+"""Build the ASGI application from settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from config import Settings
+from registry import __version__
+from registry.api import status
+from registry.api.errors import install_error_handlers
+from registry.api.v2 import routes as v2_routes
+from registry.auth.basic import BasicAccessController, hash_password, parse_htpasswd
+from registry.metrics import RegistryMetrics
+from registry.services import RegistryServices
+from registry.storage.driver import StorageDriver
+from registry.storage.filesystem import FilesystemDriver
+
+API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
+
+
+class ApiVersionHeader:
+    """Adds ``Docker-Distribution-API-Version: registry/2.0`` to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), API_VERSION_HEADER]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def create_driver(settings: Settings) -> StorageDriver:
+    return FilesystemDriver(settings.data_dir)
+
+
+def load_users(settings: Settings) -> dict[str, bytes]:
+    """Users from the htpasswd file and the env user, else the generated ``admin``."""
+    users: dict[str, bytes] = {}
+    if settings.htpasswd_file is not None:
+        users.update(parse_htpasswd(settings.htpasswd_file.read_text()))
+    if settings.username is not None and settings.password is not None:
+        users[settings.username] = hash_password(settings.password.get_secret_value()).encode()
+    if not settings.has_configured_users and settings.generated_htpasswd.is_file():
+        users.update(parse_htpasswd(Path(settings.generated_htpasswd).read_text()))
+    return users
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The registry application over the storage that ``settings`` describe."""
+    app = FastAPI(
+        title="registry",
+        version=__version__,
+        description="OCI Distribution Spec v1.1 registry",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.services = RegistryServices.over(create_driver(settings))
+    app.state.access = BasicAccessController(
+        load_users(settings), settings.realm, settings.anonymous_pull
+    )
+    app.state.metrics = RegistryMetrics()
+    install_error_handlers(app)
+    app.router.routes.extend([*status.router.routes, *v2_routes])
+    app.state.metrics.install(app)
+    app.add_middleware(ApiVersionHeader)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The application for hypercorn worker processes (settings from the environment)."""
+    return create_app(Settings())

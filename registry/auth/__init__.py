@@ -1,0 +1,6 @@
+"""Authentication and authorisation: who is calling, and may they do this."""
+
+from registry.auth.base import ANONYMOUS, Access, AccessController, Action, Identity
+from registry.auth.basic import BasicAccessController
+
+__all__ = ["ANONYMOUS", "Access", "AccessController", "Action", "BasicAccessController", "Identity"]

@@ -1,0 +1,28 @@
+"""Registry logic over a storage driver; no HTTP here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from registry.services.blobs import BlobService
+from registry.services.manifests import ManifestService
+from registry.services.uploads import UploadService
+from registry.storage.driver import StorageDriver
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryServices:
+    """The services a request handler calls, all over one driver."""
+
+    driver: StorageDriver
+    blobs: BlobService
+    uploads: UploadService
+    manifests: ManifestService
+
+    @classmethod
+    def over(cls, driver: StorageDriver) -> RegistryServices:
+        blobs = BlobService(driver)
+        return cls(driver, blobs, UploadService(driver, blobs), ManifestService(driver, blobs))
+
+
+__all__ = ["BlobService", "ManifestService", "RegistryServices", "UploadService"]

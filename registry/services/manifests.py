@@ -1,0 +1,209 @@
+"""Manifests by tag and digest, tags, the catalog and the referrers index."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from registry.oci.digest import Digest
+from registry.oci.errors import ErrorCode, RegistryError
+from registry.oci.manifest import Descriptor, Manifest, parse_manifest, stored_media_type
+from registry.services import paths
+from registry.services.blobs import BlobService
+from registry.storage.driver import PathNotFound, StorageDriver
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    """A manifest as served: the exact bytes pushed, with their media type and digest."""
+
+    raw: bytes
+    media_type: str
+    digest: Digest
+
+
+def _manifest_unknown(reference: str | Digest) -> RegistryError:
+    return RegistryError(ErrorCode.MANIFEST_UNKNOWN, {"reference": str(reference)})
+
+
+def _paginate(items: list[str], n: int | None, last: str | None) -> tuple[list[str], bool]:
+    """Sorted ``items`` after ``last``, at most ``n``; and whether more follow."""
+    ordered = sorted(items)
+    if last is not None:
+        ordered = [item for item in ordered if item > last]
+    if n is None or len(ordered) <= n:
+        return ordered, False
+    return ordered[:n], True
+
+
+class ManifestService:
+    """Store, fetch and delete manifests; list tags, repositories and referrers."""
+
+    def __init__(self, driver: StorageDriver, blobs: BlobService) -> None:
+        self.driver = driver
+        self.blobs = blobs
+
+    async def _read_link(self, path: str) -> Digest | None:
+        try:
+            return Digest.parse((await self.driver.get_content(path)).decode().strip())
+        except (PathNotFound, RegistryError, UnicodeDecodeError):
+            return None
+
+    async def _has_revision(self, name: str, digest: Digest) -> bool:
+        try:
+            await self.driver.stat(paths.manifest_revision_link(name, digest))
+            return True
+        except PathNotFound:
+            return False
+
+    async def resolve(self, name: str, reference: str | Digest) -> Digest:
+        """The digest a tag points at (or the digest itself) if ``name`` has that manifest."""
+        digest = (
+            reference
+            if isinstance(reference, Digest)
+            else await self._read_link(paths.tag_current_link(name, reference))
+        )
+        if digest is None or not await self._has_revision(name, digest):
+            raise _manifest_unknown(reference)
+        return digest
+
+    async def get(self, name: str, reference: str | Digest) -> StoredManifest:
+        digest = await self.resolve(name, reference)
+        try:
+            raw = await self.driver.get_content(paths.blob_data(digest))
+        except PathNotFound:
+            raise _manifest_unknown(reference) from None
+        return StoredManifest(raw, stored_media_type(raw), digest)
+
+    async def put(
+        self,
+        name: str,
+        reference: str | Digest,
+        raw: bytes,
+        content_type: str | None,
+        tags: tuple[str, ...] = (),
+    ) -> Manifest:
+        """Validate and store a manifest, then point ``reference`` (if a tag) and ``tags`` at it."""
+        manifest = parse_manifest(raw, content_type)
+        digest = manifest.digest
+        if isinstance(reference, Digest):
+            digest = Digest.of(raw, reference.algorithm)
+            if digest != reference:
+                raise RegistryError(
+                    ErrorCode.DIGEST_INVALID,
+                    {"expected": str(reference), "actual": str(digest)},
+                )
+        else:
+            tags = (reference, *tags)
+        await self._check_references(name, manifest)
+        if await self.blobs.exists(digest) is None:
+            await self.driver.put_content(paths.blob_data(digest), raw)
+        if manifest.subject is not None:
+            await self.driver.put_content(
+                paths.referrer_link(name, manifest.subject.digest, digest), str(digest).encode()
+            )
+        await self.driver.put_content(
+            paths.manifest_revision_link(name, digest), str(digest).encode()
+        )
+        for tag in dict.fromkeys(tags):
+            await self.driver.put_content(
+                paths.tag_index_link(name, tag, digest), str(digest).encode()
+            )
+            await self.driver.put_content(paths.tag_current_link(name, tag), str(digest).encode())
+        return manifest
+
+    async def _check_references(self, name: str, manifest: Manifest) -> None:
+        async def blob_missing(descriptor: Descriptor) -> bool:
+            try:
+                await self.blobs.stat(name, descriptor.digest)
+                return False
+            except RegistryError:
+                return True
+
+        async def manifest_missing(descriptor: Descriptor) -> bool:
+            return not await self._has_revision(name, descriptor.digest)
+
+        checks = [blob_missing(d) for d in manifest.blobs]
+        checks += [manifest_missing(d) for d in manifest.manifests]
+        descriptors = [*manifest.blobs, *manifest.manifests]
+        for descriptor, missing in zip(descriptors, await asyncio.gather(*checks), strict=True):
+            if missing:
+                raise RegistryError(
+                    ErrorCode.MANIFEST_BLOB_UNKNOWN, {"digest": str(descriptor.digest)}
+                )
+
+    async def delete(self, name: str, reference: str | Digest) -> None:
+        """Delete a tag, or a manifest with every tag pointing at it and its referrer entry."""
+        if not isinstance(reference, Digest):
+            await self.resolve(name, reference)
+            await self.driver.delete(paths.tag(name, reference))
+            return
+        stored = await self.get(name, reference)
+        for tag in await self._list(paths.tags(name)):
+            if await self._read_link(paths.tag_current_link(name, tag)) == reference:
+                await self._delete_quietly(paths.tag(name, tag))
+        try:
+            subject = parse_manifest(stored.raw, stored.media_type).subject
+        except RegistryError:
+            subject = None
+        if subject is not None:
+            await self._delete_quietly(paths.referrer_link(name, subject.digest, reference))
+        await self._delete_quietly(paths.manifest_revision_link(name, reference))
+
+    async def _delete_quietly(self, path: str) -> None:
+        with contextlib.suppress(PathNotFound):
+            await self.driver.delete(path)
+
+    async def _list(self, path: str) -> list[str]:
+        try:
+            return await self.driver.list(path)
+        except PathNotFound:
+            return []
+
+    async def tags(self, name: str, n: int | None, last: str | None) -> tuple[list[str], bool]:
+        """A page of ``name``'s tags; ``NAME_UNKNOWN`` if the repository does not exist."""
+        try:
+            names = await self.driver.list(paths.tags(name))
+        except PathNotFound:
+            try:
+                await self.driver.stat(paths.manifests(name))
+            except PathNotFound:
+                raise RegistryError(ErrorCode.NAME_UNKNOWN, {"name": name}) from None
+            names = []
+        current = await asyncio.gather(
+            *(self._read_link(paths.tag_current_link(name, tag)) for tag in names)
+        )
+        return _paginate([t for t, d in zip(names, current, strict=True) if d], n, last)
+
+    async def repositories(self, n: int | None, last: str | None) -> tuple[list[str], bool]:
+        """A page of the catalog: every repository that holds manifests."""
+        found: list[str] = []
+        pending = [""]
+        while pending:
+            prefix = pending.pop()
+            base = f"{paths.REPOSITORIES}/{prefix}".rstrip("/")
+            for child in await self._list(base):
+                if child == "_manifests":
+                    found.append(prefix.rstrip("/"))
+                elif not child.startswith("_") and not child.startswith("."):
+                    pending.append(f"{prefix}{child}/")
+        return _paginate([name for name in found if name], n, last)
+
+    async def referrers(
+        self, name: str, subject: Digest, artifact_type: str | None
+    ) -> list[Descriptor]:
+        """The manifests in ``name`` whose subject is ``subject``, optionally of one type."""
+        base = paths.referrers(name, subject)
+        found: list[Descriptor] = []
+        for algorithm in await self._list(base):
+            for encoded in await self._list(f"{base}/{algorithm}"):
+                try:
+                    digest = Digest.parse(f"{algorithm}:{encoded}")
+                    stored = await self.get(name, digest)
+                    descriptor = parse_manifest(stored.raw, stored.media_type).as_referrer()
+                except RegistryError:
+                    continue
+                if artifact_type is None or descriptor.artifact_type == artifact_type:
+                    found.append(descriptor)
+        return sorted(found, key=lambda d: str(d.digest))

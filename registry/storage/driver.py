@@ -1,0 +1,107 @@
+"""The storage-driver interface: bytes at slash-separated paths, nothing about OCI.
+
+Shaped after distribution's ``storagedriver.StorageDriver``. Paths are relative
+(``docker/registry/v2/...``), built by ``registry.services.paths`` from validated names only;
+drivers reject anything else as a second line of defence. Every backend raises
+``PathNotFound`` for a missing path and ``StorageError`` for anything else, so nothing above
+a driver ever sees a backend's own exceptions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+_SAFE_PATH = re.compile(r"[A-Za-z0-9._:=+-]+(?:/[A-Za-z0-9._:=+-]+)*")
+
+
+class StorageError(Exception):
+    """A backend failure (I/O error, unreachable service, invalid path)."""
+
+
+class PathNotFound(StorageError):
+    """The path does not exist."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"path not found: {path}")
+        self.path = path
+
+
+def check_path(path: str) -> str:
+    """Reject a path that is absolute, empty, or has ``.``/``..`` segments or odd characters."""
+    if not _SAFE_PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+        raise StorageError(f"invalid storage path: {path!r}")
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What ``stat`` tells about a path."""
+
+    path: str
+    size: int
+    modified: float  # seconds since the epoch
+    is_dir: bool
+
+
+class FileWriter(Protocol):
+    """Appends to one file; nothing is durable until ``commit``."""
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file so far, including what this writer appended."""
+        ...
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def commit(self) -> None:
+        """Make everything written durable (fsync) and close."""
+        ...
+
+    async def cancel(self) -> None:
+        """Drop what this writer appended and close."""
+        ...
+
+
+class StorageDriver(Protocol):
+    """A minimal byte store; see the module docstring for the contract."""
+
+    async def get_content(self, path: str) -> bytes:
+        """The whole content of a (small) file."""
+        ...
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        """Write a whole file atomically and durably, replacing any previous content."""
+        ...
+
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream ``length`` bytes (or to the end) from ``offset``; PathNotFound when iterated."""
+        ...
+
+    async def writer(self, path: str, offset: int = 0) -> FileWriter:
+        """A writer that continues the file at ``offset``, dropping any bytes after it."""
+        ...
+
+    async def stat(self, path: str) -> FileInfo: ...
+
+    async def list(self, path: str) -> list[str]:
+        """The names of a directory's direct children (unsorted)."""
+        ...
+
+    async def move(self, source: str, destination: str) -> None:
+        """Atomically move a file, replacing the destination."""
+        ...
+
+    async def delete(self, path: str) -> None:
+        """Delete a file or a whole directory tree."""
+        ...
+
+    async def redirect_url(self, path: str) -> str | None:
+        """A URL a client can fetch the file from directly, or None to stream it."""
+        ...
+
+    def local_path(self, path: str) -> str | None:
+        """The file's path on this machine, for zero-copy sends, or None."""
+        ...
