@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,7 +10,7 @@ from registry import __version__
 from registry.api import status
 from registry.api.errors import install_error_handlers
 from registry.api.v2 import routes as v2_routes
-from registry.auth.basic import BasicAccessController, hash_password, parse_htpasswd
+from registry.auth.basic import BasicAccessController, parse_htpasswd
 from registry.metrics import RegistryMetrics
 from registry.services import RegistryServices
 from registry.storage.driver import StorageDriver
@@ -44,16 +42,17 @@ def create_driver(settings: Settings) -> StorageDriver:
     return FilesystemDriver(settings.data_dir)
 
 
-def load_users(settings: Settings) -> dict[str, bytes]:
+def create_access_controller(settings: Settings) -> BasicAccessController:
     """Users from the htpasswd file and the env user, else the generated ``admin``."""
     users: dict[str, bytes] = {}
     if settings.htpasswd_file is not None:
         users.update(parse_htpasswd(settings.htpasswd_file.read_text()))
-    if settings.username is not None and settings.password is not None:
-        users[settings.username] = hash_password(settings.password.get_secret_value()).encode()
     if not settings.has_configured_users and settings.generated_htpasswd.is_file():
-        users.update(parse_htpasswd(Path(settings.generated_htpasswd).read_text()))
-    return users
+        users.update(parse_htpasswd(settings.generated_htpasswd.read_text()))
+    plain_users = {}
+    if settings.username is not None and settings.password is not None:
+        plain_users[settings.username] = settings.password.get_secret_value()
+    return BasicAccessController(users, settings.realm, settings.anonymous_pull, plain_users)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -67,9 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.services = RegistryServices.over(create_driver(settings))
-    app.state.access = BasicAccessController(
-        load_users(settings), settings.realm, settings.anonymous_pull
-    )
+    app.state.access = create_access_controller(settings)
     app.state.metrics = RegistryMetrics()
     install_error_handlers(app)
     app.router.routes.extend([*status.router.routes, *v2_routes])

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as http_metrics
 from prometheus_fastapi_instrumentator.metrics import Info
 
 # (route template suffix, method) -> (kind, operation)
@@ -70,6 +71,10 @@ class RegistryMetrics:
             excluded_handlers=["/metrics"],
             should_group_status_codes=False,
         )
+        # Adding our own instrumentation replaces the defaults, so add them back explicitly.
+        default = http_metrics.default(registry=self.registry)
+        if default is not None:
+            instrumentator.add(default)
         instrumentator.add(self._count_operation)
         instrumentator.instrument(app).expose(app, include_in_schema=False)
 

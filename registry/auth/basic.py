@@ -77,10 +77,24 @@ def ensure_generated_user(htpasswd: Path) -> str | None:
 
 
 class BasicAccessController:
-    """Any known user may do anything; anonymous callers may pull if allowed."""
+    """Any known user may do anything; anonymous callers may pull if allowed.
 
-    def __init__(self, users: dict[str, bytes], realm: str, anonymous_pull: bool = False) -> None:
+    ``users`` maps names to bcrypt hashes (htpasswd); ``plain_users`` to passwords given in
+    the configuration, compared in constant time without the cost of bcrypt.
+    """
+
+    def __init__(
+        self,
+        users: dict[str, bytes],
+        realm: str,
+        anonymous_pull: bool = False,
+        plain_users: dict[str, str] | None = None,
+    ) -> None:
         self.users = users
+        self.plain_users = {
+            user: hashlib.sha256(password.encode()).digest()
+            for user, password in (plain_users or {}).items()
+        }
         self.realm = realm
         self.anonymous_pull = anonymous_pull
         self._key = secrets.token_bytes(32)
@@ -132,6 +146,10 @@ class BasicAccessController:
         user, sep, password = decoded.partition(":")
         if not sep:
             return None
+        plain = self.plain_users.get(user)
+        if plain is not None:
+            given = hashlib.sha256(password.encode()).digest()
+            return user if hmac.compare_digest(given, plain) else None
         hashed = self.users.get(user)
         matches = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH)
         return user if matches and hashed is not None else None

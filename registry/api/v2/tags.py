@@ -5,9 +5,9 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import ORJSONResponse
 
 from registry.api.deps import Authorized, RepoName, Services
+from registry.api.responses import json_response
 from registry.oci.errors import ErrorCode, RegistryError
 
 router = APIRouter(dependencies=[Authorized])
@@ -25,8 +25,8 @@ def _page_size(request: Request) -> int | None:
 
 def _paged(
     request: Request, body: dict[str, object], items: list[str], more: bool, n: int | None
-) -> ORJSONResponse:
-    response = ORJSONResponse(body)
+) -> Response:
+    response = json_response(body)
     if more and items and n:
         query = urlencode({"n": n, "last": items[-1]})
         response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
@@ -36,11 +36,11 @@ def _paged(
 @router.get("/v2/")
 async def ping() -> Response:
     """The API exists and the caller is authorised."""
-    return ORJSONResponse({})
+    return json_response({})
 
 
 @router.get("/v2/_catalog")
-async def catalog(request: Request, services: Services) -> ORJSONResponse:
+async def catalog(request: Request, services: Services) -> Response:
     """Repositories, sorted, paginated with ``n`` and ``last``."""
     n = _page_size(request)
     names, more = (
@@ -52,7 +52,7 @@ async def catalog(request: Request, services: Services) -> ORJSONResponse:
 
 
 @router.get("/v2/{name:path}/tags/list")
-async def tags_list(request: Request, name: RepoName, services: Services) -> ORJSONResponse:
+async def tags_list(request: Request, name: RepoName, services: Services) -> Response:
     """A repository's tags, sorted, paginated with ``n`` and ``last``."""
     n = _page_size(request)
     tags, more = await services.manifests.tags(name, n, request.query_params.get("last"))

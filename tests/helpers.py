@@ -1,0 +1,73 @@
+"""Small client-side helpers for pushing content in tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import httpx
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    """The response is the spec's error document with ``code`` and the expected status."""
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    assert [e["code"] for e in body["errors"]] == [code], body
+    assert {"code", "message", "detail"} <= set(body["errors"][0])
+
+
+async def push_blob(client: httpx.AsyncClient, name: str, data: bytes) -> str:
+    """Monolithic push (POST then PUT); returns the digest."""
+    digest = sha256(data)
+    started = await client.post(f"/v2/{name}/blobs/uploads/")
+    assert started.status_code == 202, started.text
+    done = await client.put(
+        started.headers["location"],
+        params={"digest": digest},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert done.status_code == 201, done.text
+    return digest
+
+
+def descriptor(data: bytes, media_type: str = OCI_LAYER, **extra: Any) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": sha256(data), "size": len(data), **extra}
+
+
+def image_manifest(
+    config: bytes, layers: list[bytes], media_type: str = OCI_MANIFEST, **extra: Any
+) -> bytes:
+    document = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": descriptor(config, OCI_CONFIG),
+        "layers": [descriptor(layer) for layer in layers],
+        **extra,
+    }
+    return json.dumps(document, indent=3).encode()
+
+
+async def push_image(
+    client: httpx.AsyncClient, name: str, reference: str, layers: list[bytes], **extra: Any
+) -> tuple[str, bytes]:
+    """Push config, layers and an OCI manifest; returns (manifest digest, manifest bytes)."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "n": reference}).encode()
+    for blob in [config, *layers]:
+        await push_blob(client, name, blob)
+    raw = image_manifest(config, layers, **extra)
+    response = await client.put(
+        f"/v2/{name}/manifests/{reference}", content=raw, headers={"Content-Type": OCI_MANIFEST}
+    )
+    assert response.status_code == 201, response.text
+    return sha256(raw), raw

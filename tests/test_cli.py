@@ -1,0 +1,52 @@
+"""The command line: settings errors are one clear line; the first start prints a password."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    clean["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "registry", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+def test_invalid_settings_stop_with_one_line(tmp_path: Path) -> None:
+    result = run_cli({"REGISTRY_PORT": "not-a-port"}, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "REGISTRY_PORT" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_user_needs_both_name_and_password(tmp_path: Path) -> None:
+    result = run_cli({"REGISTRY_USERNAME": "x"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "REGISTRY_PASSWORD" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_hash_password_prints_an_htpasswd_line(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "registry", "hash-password", "carol"],
+        input="hunter2\n",
+        env={**clean, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    user, _, hashed = result.stdout.strip().partition(":")
+    assert user == "carol" and hashed.startswith("$2b$")
