@@ -38,7 +38,9 @@ async def test_ping_with_credentials(client: httpx.AsyncClient) -> None:
     ["Basic d3Jvbmc6d3Jvbmc=", "Basic !!!", "Bearer abc", "Basic " + "A" * 5000, "Basic dGVzdGVy"],
 )
 async def test_bad_credentials_are_401(anonymous: httpx.AsyncClient, header: str) -> None:
-    assert_error(await anonymous.get("/v2/", headers={"Authorization": header}), 401, "UNAUTHORIZED")
+    assert_error(
+        await anonymous.get("/v2/", headers={"Authorization": header}), 401, "UNAUTHORIZED"
+    )
 
 
 async def test_wrong_password_is_401(app: object, anonymous: httpx.AsyncClient) -> None:
@@ -80,7 +82,9 @@ async def test_anonymous_pull(tmp_path: Path) -> None:
     )
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://r", auth=("u", "p")) as writer:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://r", auth=("u", "p")
+    ) as writer:
         digest, raw = await push_image(writer, "pub", "v1", [b"layer"])
     async with httpx.AsyncClient(transport=transport, base_url="http://r") as reader:
         assert (await reader.get("/v2/pub/manifests/v1")).content == raw

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 import os
 from pathlib import Path
 
@@ -67,7 +68,7 @@ async def test_chunked_upload_with_content_range(client: httpx.AsyncClient) -> N
 async def test_streamed_patch_then_put_with_last_chunk(client: httpx.AsyncClient) -> None:
     data = os.urandom(200_000)
 
-    async def stream() -> object:
+    async def stream() -> AsyncIterator[bytes]:
         for i in range(0, 150_000, 7000):
             yield data[i : min(i + 7000, 150_000)]
 

@@ -111,7 +111,9 @@ def start_registry(data_dir: Path, log: Path, **env: str) -> Server:
 def start_distribution(data_dir: Path, workdir: Path) -> Server:
     """The reference registry (Debian's ``docker-registry``) over ``data_dir``, no auth."""
     binary = shutil.which("docker-registry")
-    require(binary is not None, "docker-registry is not installed (apt-get install docker-registry)")
+    require(
+        binary is not None, "docker-registry is not installed (apt-get install docker-registry)"
+    )
     assert binary is not None
     port = free_port()
     config = workdir / f"distribution-{port}.yml"
@@ -123,7 +125,9 @@ def start_distribution(data_dir: Path, workdir: Path) -> Server:
     )
     log = workdir / f"distribution-{port}.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
+        )
     server = Server(process, port, log)
     try:
         wait_until_up(f"{server.url}/v2/", process)
@@ -147,15 +151,26 @@ class Docker:
         self.binary = binary
         self.env = {**os.environ, "DOCKER_CONFIG": str(config_dir), "DOCKER_BUILDKIT": "0"}
 
-    def run(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [self.binary, *args], env=self.env, capture_output=True, text=True, timeout=300, input=input
+            [self.binary, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            input=input,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"docker {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
-    def login(self, host: str, user: str, password: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def login(
+        self, host: str, user: str, password: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return self.run("login", host, "-u", user, "--password-stdin", input=password, check=check)
 
     def build_image(self, tag: str, context: Path, layers: int = 3) -> None:

@@ -20,7 +20,9 @@ def pushed_digest(output: str) -> str:
     return match[1]
 
 
-def test_distribution_writes_we_serve_then_we_write_it_serves(docker: Docker, tmp_path: Path) -> None:
+def test_distribution_writes_we_serve_then_we_write_it_serves(
+    docker: Docker, tmp_path: Path
+) -> None:
     data = tmp_path / "shared-data"
     data.mkdir()
     suffix = uuid.uuid4().hex[:8]
@@ -39,7 +41,9 @@ def test_distribution_writes_we_serve_then_we_write_it_serves(docker: Docker, tm
         docker.login(ours.host, USER, PASSWORD)
         mirrored = f"{ours.host}/interop/from-distribution:{suffix}"
         assert f"Digest: {digest_one}" in docker.run("pull", mirrored).stdout
-        tags = httpx.get(f"{ours.url}/v2/interop/from-distribution/tags/list", auth=(USER, PASSWORD))
+        tags = httpx.get(
+            f"{ours.url}/v2/interop/from-distribution/tags/list", auth=(USER, PASSWORD)
+        )
         assert tags.json()["tags"] == [suffix]
         docker.run("rmi", "-f", mirrored, check=False)
 

@@ -51,12 +51,16 @@ def test_login_push_pull_multi_layer_nested_name(
         docker.run("rmi", "-f", image, check=False)
 
 
-def test_push_without_login_is_refused(docker: Docker, registry_server: Server, tmp_path: Path) -> None:
+def test_push_without_login_is_refused(
+    docker: Docker, registry_server: Server, tmp_path: Path
+) -> None:
     image = f"{registry_server.host}/anon/app:1"
     docker.build_image(image, tmp_path / "context", layers=1)
     try:
         result = docker.run("push", image, check=False)
         assert result.returncode != 0
-        assert "no basic auth credentials" in result.stderr or "unauthorized" in result.stderr.lower()
+        assert (
+            "no basic auth credentials" in result.stderr or "unauthorized" in result.stderr.lower()
+        )
     finally:
         docker.run("rmi", "-f", image, check=False)

@@ -29,7 +29,10 @@ def make_layout(layout: Path, tag: str, layers: int) -> str:
     layout.mkdir(parents=True)
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     layer_descriptors = [
-        {"mediaType": "application/vnd.oci.image.layer.v1.tar", **write_blob(layout, os.urandom(50_000))}
+        {
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            **write_blob(layout, os.urandom(50_000)),
+        }
         for _ in range(layers)
     ]
     config = json.dumps(
@@ -39,7 +42,10 @@ def make_layout(layout: Path, tag: str, layers: int) -> str:
         {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **write_blob(layout, config)},
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                **write_blob(layout, config),
+            },
             "layers": layer_descriptors,
         }
     ).encode()
@@ -47,7 +53,11 @@ def make_layout(layout: Path, tag: str, layers: int) -> str:
     index = {
         "schemaVersion": 2,
         "manifests": [
-            {"mediaType": OCI_MANIFEST, **described, "annotations": {"org.opencontainers.image.ref.name": tag}}
+            {
+                "mediaType": OCI_MANIFEST,
+                **described,
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
         ],
     }
     (layout / "index.json").write_text(json.dumps(index))
@@ -67,7 +77,15 @@ def test_skopeo_round_trip(registry_server: Server, tmp_path: Path) -> None:
     digest = make_layout(tmp_path / "src", "v1", layers=3)
     target = f"docker://{registry_server.host}/tools/skopeo/img:v1"
     creds = f"{USER}:{PASSWORD}"
-    skopeo("copy", "--preserve-digests", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{tmp_path / 'src'}:v1", target)
+    skopeo(
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        creds,
+        f"oci:{tmp_path / 'src'}:v1",
+        target,
+    )
 
     inspected = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", creds, target))
     assert inspected["Digest"] == digest
@@ -77,7 +95,15 @@ def test_skopeo_round_trip(registry_server: Server, tmp_path: Path) -> None:
     )
     assert tags["Tags"] == ["v1"]
 
-    skopeo("copy", "--preserve-digests", "--src-tls-verify=false", "--src-creds", creds, target, f"oci:{tmp_path / 'dst'}:v1")
+    skopeo(
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--src-creds",
+        creds,
+        target,
+        f"oci:{tmp_path / 'dst'}:v1",
+    )
     for blob in (tmp_path / "src/blobs/sha256").iterdir():
         assert (tmp_path / "dst/blobs/sha256" / blob.name).read_bytes() == blob.read_bytes()
 
@@ -86,6 +112,8 @@ def test_skopeo_round_trip(registry_server: Server, tmp_path: Path) -> None:
     assert binary is not None
     gone = subprocess.run(
         [binary, "inspect", "--tls-verify=false", "--creds", creds, target],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert gone.returncode != 0 and "manifest unknown" in gone.stderr.lower()

@@ -1,0 +1,43 @@
+"""Several hypercorn workers: an upload's requests may land on any of them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import PASSWORD, USER, start_registry
+
+pytestmark = pytest.mark.e2e
+
+
+def test_chunked_uploads_across_workers(tmp_path: Path) -> None:
+    server = start_registry(tmp_path / "data", tmp_path / "registry.log", REGISTRY_WORKERS="2")
+    try:
+        for round_number in range(8):
+            data = os.urandom(2 * 1024 * 1024 + round_number)
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            # A new connection per request lets the kernel hand each one to either worker.
+            start = httpx.post(f"{server.url}/v2/w/blobs/uploads/", auth=(USER, PASSWORD))
+            location = server.url + start.headers["location"]
+            chunk = 512 * 1024
+            for offset in range(0, len(data), chunk):
+                piece = data[offset : offset + chunk]
+                response = httpx.patch(
+                    location,
+                    content=piece,
+                    auth=(USER, PASSWORD),
+                    headers={"Content-Range": f"{offset}-{offset + len(piece) - 1}"},
+                )
+                assert response.status_code == 202, response.text
+            done = httpx.put(location, params={"digest": digest}, auth=(USER, PASSWORD))
+            assert done.status_code == 201, done.text
+            pulled = httpx.get(f"{server.url}/v2/w/blobs/{digest}", auth=(USER, PASSWORD))
+            assert hashlib.sha256(pulled.content).hexdigest() == digest.split(":")[1]
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert 'registry_blob_operations_total{operation="upload",result="ok"} 16.0' in metrics
+    finally:
+        server.stop()
