@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 from prometheus_fastapi_instrumentator.metrics import Info
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 # (route template suffix, method) -> (kind, operation)
 _OPERATIONS = {
@@ -78,14 +80,27 @@ class RegistryMetrics:
         instrumentator.add(self._count_operation)
         instrumentator.instrument(app).expose(app, include_in_schema=False)
 
-    async def received(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-        """Pass a request body through, counting its bytes and the upload in progress."""
+    async def received(self, receive: Receive) -> AsyncIterator[bytes]:
+        """A request body straight from the ASGI messages, counting bytes and uploads.
+
+        Reading ``receive`` directly, rather than through another generator layer, matters:
+        a 1 GiB upload arrives in about 16,000 messages.
+        """
         self.uploads_in_progress.inc()
+        total = 0
         try:
-            async for chunk in body:
-                self.bytes_received.inc(len(chunk))
-                yield chunk
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunk: bytes = message.get("body", b"")
+                if chunk:
+                    total += len(chunk)
+                    yield chunk
+                if not message.get("more_body", False):
+                    return
         finally:
+            self.bytes_received.inc(total)
             self.uploads_in_progress.dec()
 
     async def sent(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
 import re
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
@@ -176,32 +177,41 @@ def upload_location(upload: Upload) -> str:
     return f"/v2/{upload.name}/blobs/uploads/{upload.id}"
 
 
-async def _consume(data: bytearray, hasher: ResumableHasher, writer: FileWriter) -> None:
+async def _consume(data: memoryview, hasher: ResumableHasher, writer: FileWriter) -> None:
     await asyncio.gather(asyncio.to_thread(hasher.update, data), writer.write(data))
 
 
 async def _pump(body: AsyncIterable[bytes], hasher: ResumableHasher, writer: FileWriter) -> int:
     """Hash and write ``body`` in large buffers, one buffer in flight while the next fills.
 
-    A buffer handed to the threads is always finished (shielded from cancellation, awaited on
-    the way out): a thread still writing after the file is closed could hit a reused descriptor.
+    The two buffers are page-aligned (mmap), so a writer using O_DIRECT can write them as
+    they are. A buffer handed to the threads is always finished (shielded from cancellation,
+    awaited on the way out): a thread still writing after the file is closed could hit a
+    reused descriptor.
     """
     received = 0
-    buffer = bytearray()
+    buffers = (mmap.mmap(-1, WRITE_BUFFER), mmap.mmap(-1, WRITE_BUFFER))
+    views = [memoryview(buffer) for buffer in buffers]
+    current, filled = 0, 0
     pending: asyncio.Future[None] | None = None
     try:
         async for chunk in body:
-            buffer += chunk
             received += len(chunk)
-            if len(buffer) >= WRITE_BUFFER:
-                if pending is not None:
-                    await asyncio.shield(pending)
-                pending = asyncio.ensure_future(_consume(buffer, hasher, writer))
-                buffer = bytearray()
+            position = 0
+            while position < len(chunk):
+                taken = min(WRITE_BUFFER - filled, len(chunk) - position)
+                views[current][filled : filled + taken] = chunk[position : position + taken]
+                filled += taken
+                position += taken
+                if filled == WRITE_BUFFER:
+                    if pending is not None:
+                        await asyncio.shield(pending)
+                    pending = asyncio.ensure_future(_consume(views[current], hasher, writer))
+                    current, filled = 1 - current, 0
         if pending is not None:
             await asyncio.shield(pending)
-        if buffer:
-            pending = asyncio.ensure_future(_consume(buffer, hasher, writer))
+        if filled:
+            pending = asyncio.ensure_future(_consume(views[current][:filled], hasher, writer))
             await asyncio.shield(pending)
     finally:
         if pending is not None:

@@ -8,6 +8,9 @@ Blocking calls run in worker threads so the event loop never waits on the disk.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import fcntl
+import mmap
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +21,8 @@ from registry.storage.driver import FileInfo, PathNotFound, StorageError, check_
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
+DIRECT_ALIGN = 4096  # O_DIRECT offsets and lengths are multiples of this
+DIRECT_BUFFER = 8 * 1024 * 1024
 
 
 def _fsync_dir(path: Path) -> None:
@@ -42,23 +47,65 @@ def _make_parents(path: Path) -> None:
         _fsync_dir(directory)
 
 
-class FilesystemWriter:
-    """Appends to a file opened at an offset; ``commit`` fsyncs it."""
+def _is_aligned(view: memoryview) -> bool:
+    """Whether O_DIRECT can write ``view`` without staging: aligned address and length."""
+    if len(view) % DIRECT_ALIGN:
+        return False
+    address = ctypes.addressof(ctypes.c_char.from_buffer(view)) if not view.readonly else 1
+    return address % DIRECT_ALIGN == 0
 
-    def __init__(self, fd: int, start: int) -> None:
+
+class FilesystemWriter:
+    """Appends to a file opened at an offset; ``commit`` fsyncs it.
+
+    With ``direct`` the bytes go to disk with O_DIRECT from a page-aligned staging buffer,
+    bypassing the page cache: filling fresh cache pages costs far more CPU on these VMs than
+    the disk write itself. O_DIRECT needs block-aligned offsets and lengths, so a writer that
+    starts mid-block first re-reads that block's head, and the unaligned tail is written
+    through the page cache at commit.
+    """
+
+    def __init__(self, fd: int, start: int, direct: bool = False, head: bytes = b"") -> None:
         self._fd = fd
         self._start = start
         self._size = start
+        self._staging: mmap.mmap | None = None
+        self._staged = 0
+        if direct:
+            self._staging = mmap.mmap(-1, DIRECT_BUFFER)
+            self._staging[: len(head)] = head
+            self._staged = len(head)
 
     @property
     def size(self) -> int:
         return self._size
 
     def _write_all(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
+        if self._staging is None or (self._staged == 0 and _is_aligned(view)):
+            while view:  # buffered, or an aligned buffer O_DIRECT can take as it is
+                written = os.write(self._fd, view)
+                view = view[written:]
+            return
         while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+            room = DIRECT_BUFFER - self._staged
+            taken = min(room, len(view))
+            self._staging[self._staged : self._staged + taken] = view[:taken]
+            self._staged += taken
+            view = view[taken:]
+            if self._staged == DIRECT_BUFFER:
+                self._flush_staging(DIRECT_BUFFER)
+
+    def _flush_staging(self, length: int) -> None:
+        """Write the first ``length`` (block-aligned) staged bytes with O_DIRECT."""
+        assert self._staging is not None
+        with memoryview(self._staging) as staged:
+            written = 0
+            while written < length:
+                written += os.write(self._fd, staged[written:length])
+            remainder = self._staged - length
+            staged[:remainder] = staged[length : self._staged]
+        self._staged = remainder
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         await asyncio.to_thread(self._write_all, data)
@@ -67,12 +114,23 @@ class FilesystemWriter:
     def _finish(self, keep: bool) -> None:
         try:
             if keep:
+                if self._staging is not None and self._staged:
+                    self._flush_staging(self._staged - self._staged % DIRECT_ALIGN)
+                    if self._staged:  # the unaligned tail goes through the page cache
+                        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+                        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+                        tail = self._staging[: self._staged]
+                        written = 0
+                        while written < len(tail):
+                            written += os.write(self._fd, tail[written:])
                 os.fsync(self._fd)
             else:
                 os.ftruncate(self._fd, self._start)
         finally:
             os.close(self._fd)
             self._fd = -1
+            if self._staging is not None:
+                self._staging.close()
 
     async def commit(self) -> None:
         await asyncio.to_thread(self._finish, True)
@@ -85,8 +143,9 @@ class FilesystemWriter:
 class FilesystemDriver:
     """Stores every path as a file under ``root``."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], direct_io: bool = True) -> None:
         self.root = Path(root).resolve()
+        self.direct_io = direct_io and hasattr(os, "O_DIRECT")
 
     def _full(self, path: str) -> Path:
         return self.root / check_path(path)
@@ -124,36 +183,60 @@ class FilesystemDriver:
     async def read(
         self, path: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
+        """Stream a file; the next chunk is read (in a thread) while this one is sent."""
         full = self._full(path)
-        file = await self._run(path, lambda: open(full, "rb"))  # noqa: SIM115 - closed below
+        file = await self._run(path, lambda: open(full, "rb", buffering=0))  # noqa: SIM115
+        end = None if length is None else offset + length
+
+        def read_at(position: int) -> bytes:
+            size = READ_CHUNK if end is None else min(READ_CHUNK, end - position)
+            return os.pread(file.fileno(), size, position) if size > 0 else b""
+
+        position = offset
+        next_chunk: asyncio.Future[bytes] | None = None
         try:
-            await asyncio.to_thread(file.seek, offset)
-            remaining = length
-            while remaining is None or remaining > 0:
-                size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-                chunk = await asyncio.to_thread(file.read, size)
+            os.posix_fadvise(file.fileno(), offset, length or 0, os.POSIX_FADV_SEQUENTIAL)
+            next_chunk = asyncio.ensure_future(asyncio.to_thread(read_at, position))
+            while True:
+                chunk = await next_chunk
                 if not chunk:
                     break
-                if remaining is not None:
-                    remaining -= len(chunk)
+                position += len(chunk)
+                next_chunk = asyncio.ensure_future(asyncio.to_thread(read_at, position))
                 yield chunk
         finally:
+            if next_chunk is not None and not next_chunk.done():
+                await asyncio.wait([next_chunk])  # the thread must finish before the close
             file.close()
 
     def _open_writer(self, full: Path, offset: int) -> FilesystemWriter:
         _make_parents(full)
-        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(full, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             size = os.fstat(fd).st_size
             if size < offset:
                 raise StorageError(f"{full.name}: has {size} bytes, cannot continue at {offset}")
             if size > offset:
                 os.ftruncate(fd, offset)
+            block_start = offset - offset % DIRECT_ALIGN
+            head = os.pread(fd, offset - block_start, block_start)  # before O_DIRECT is on
+            if self.direct_io and self._enable_direct(fd):
+                os.lseek(fd, block_start, os.SEEK_SET)
+                return FilesystemWriter(fd, offset, direct=True, head=head)
             os.lseek(fd, offset, os.SEEK_SET)
         except BaseException:
             os.close(fd)
             raise
         return FilesystemWriter(fd, offset)
+
+    def _enable_direct(self, fd: int) -> bool:
+        """Switch ``fd`` to O_DIRECT; False (and remembered) where the filesystem refuses it."""
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
+        except OSError:
+            self.direct_io = False
+            return False
+        return True
 
     async def writer(self, path: str, offset: int = 0) -> FilesystemWriter:
         full = self._full(path)

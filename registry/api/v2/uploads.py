@@ -82,7 +82,7 @@ async def start_upload(
         digest = _required_digest(request)
         upload = await services.uploads.start(name, digest.algorithm)
         _, length = _chunk_span(request)
-        body = metrics.received(request.stream())
+        body = metrics.received(request.receive)
         await services.uploads.complete(upload, digest, body, length=length)
         return _created(name, digest)
     return _accepted(await services.uploads.start(name, algorithm))
@@ -95,7 +95,7 @@ async def append_chunk(
     """Append a chunk (or a whole streamed body); ``Content-Range`` must continue the upload."""
     upload = await services.uploads.get(name, upload_id)
     start, length = _chunk_span(request)
-    body = metrics.received(request.stream())
+    body = metrics.received(request.receive)
     upload, _ = await services.uploads.append(upload, body, start, length)
     return _accepted(upload)
 
@@ -114,7 +114,7 @@ async def finish_upload(
     digest = _required_digest(request)
     upload = await services.uploads.get(name, upload_id)
     start, length = _chunk_span(request)
-    body = metrics.received(request.stream())
+    body = metrics.received(request.receive)
     await services.uploads.complete(upload, digest, body, start, length)
     return _created(name, digest)
 

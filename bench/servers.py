@@ -1,0 +1,130 @@
+"""Start the two registries under test on loopback, each on an empty data folder, Basic auth on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+USER, PASSWORD = "bench", "bench-password-42"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    data: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _wait(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise TimeoutError(port)
+
+
+def htpasswd_line() -> str:
+    from registry.auth.basic import hash_password
+
+    return f"{USER}:{hash_password(PASSWORD)}\n"
+
+
+def start_ours(workdir: Path, extra_env: dict[str, str] | None = None) -> Server:
+    """``python -m registry`` as the README starts it, users from an htpasswd file (bcrypt)."""
+    data = workdir / "ours-data"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    htpasswd = workdir / "htpasswd"
+    htpasswd.write_text(htpasswd_line())
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    env.update(
+        REGISTRY_HOST="127.0.0.1",
+        REGISTRY_PORT=str(port),
+        REGISTRY_DATA_DIR=str(data),
+        REGISTRY_HTPASSWD_FILE=str(htpasswd),
+        REGISTRY_LOG_LEVEL="warning",
+        PYTHONPATH=str(ROOT),
+        **(extra_env or {}),
+    )
+    log = open(workdir / "ours.log", "ab")  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen(
+        [sys.executable, "-m", "registry"], env=env, stdout=log, stderr=log, cwd=workdir
+    )
+    _wait(port, process)
+    return Server("ours", process, port, data)
+
+
+def start_distribution(workdir: Path) -> Server:
+    """Debian's ``docker-registry`` (CNCF distribution) with filesystem storage and htpasswd."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        raise SystemExit("docker-registry is not installed: apt-get install docker-registry")
+    data = workdir / "distribution-data"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    htpasswd = workdir / "htpasswd"
+    htpasswd.write_text(htpasswd_line())
+    port = free_port()
+    config = workdir / "distribution.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n"
+        f"auth:\n  htpasswd:\n    realm: bench\n    path: {htpasswd}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    log = open(workdir / "distribution.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+    _wait(port, process)
+    return Server("distribution", process, port, data)
+
+
+def peak_rss_reset(pid: int) -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM) of a process."""
+    with open(f"/proc/{pid}/clear_refs", "w") as file:
+        file.write("5")
+
+
+def peak_rss(pid: int) -> int:
+    """Peak resident set size (bytes) since the last reset."""
+    with open(f"/proc/{pid}/status") as file:
+        for line in file:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
