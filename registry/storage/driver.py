@@ -29,6 +29,14 @@ class PathNotFound(StorageError):
         self.path = path
 
 
+class PathBusy(StorageError):
+    """Another writer (in this or any other process or replica) holds the path."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"path busy: {path}")
+        self.path = path
+
+
 def check_path(path: str) -> str:
     """Reject a path that is absolute, empty, or has ``.``/``..`` segments or odd characters."""
     if not _SAFE_PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
@@ -81,7 +89,12 @@ class StorageDriver(Protocol):
         ...
 
     async def writer(self, path: str, offset: int = 0) -> FileWriter:
-        """A writer that continues the file at ``offset``, dropping any bytes after it."""
+        """A writer that continues the file at ``offset``, dropping any bytes after it.
+
+        Writers are exclusive across processes and replicas: while one is open on ``path``,
+        opening another raises ``PathBusy``. ``offset > 0`` on a missing file raises
+        ``PathNotFound``.
+        """
         ...
 
     async def stat(self, path: str) -> FileInfo: ...
@@ -104,4 +117,8 @@ class StorageDriver(Protocol):
 
     def local_path(self, path: str) -> str | None:
         """The file's path on this machine, for zero-copy sends, or None."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and other resources; called once at shutdown."""
         ...

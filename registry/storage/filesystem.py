@@ -279,3 +279,6 @@ class FilesystemDriver:
 
     def local_path(self, path: str) -> str | None:
         return str(self._full(path))
+
+    async def close(self) -> None:
+        """Nothing to release: every file is closed when its operation ends."""
