@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import cases, limits
+from bench import cases, limits, load
 from bench.client import random_file
 from bench.servers import Server, peak_rss, peak_rss_reset, start_distribution, start_ours
 
@@ -68,6 +68,20 @@ def main() -> int:
     finally:
         for server in servers:
             server.stop()
+
+    if "small" not in skip:
+        open_servers = [
+            start_ours(workdir, {**extra_env, "REGISTRY_ANONYMOUS_PULL": "true"}),
+            start_distribution(workdir, auth=False),
+        ]
+        try:
+            for rep in range(args.reps):
+                for server in open_servers if rep % 2 == 0 else open_servers[::-1]:
+                    print(f"rep {rep + 1}/{args.reps}: {server.name} without auth", flush=True)
+                    small_requests(server, args.seconds, samples[server.name], auth=False)
+        finally:
+            for server in open_servers:
+                server.stop()
 
     if "docker" not in skip:
         docker_case(workdir, args.reps, extra_env, samples)
@@ -126,24 +140,46 @@ def run_rep(
         seconds, received = cases.pull(server, digest, clients=4)
         sample["pull_4_clients_GBps"].append(received / seconds / GB)
     if "small" not in skip:
-        layer, manifest = cases.push_small_image(server)
-        accept = {"Accept": cases.OCI_MANIFEST}
-        for connections in (1, 16, 64):
-            for name, method, path, headers, body in (
-                ("ping", "GET", "/v2/", {}, None),
-                ("head_blob", "HEAD", f"/v2/bench/small/blobs/{layer}", {}, None),
-                ("get_manifest", "GET", "/v2/bench/small/manifests/latest", accept, None),
-                (
-                    "put_manifest",
-                    "PUT",
-                    "/v2/bench/small/manifests/latest",
-                    {"Content-Type": cases.OCI_MANIFEST},
-                    manifest,
-                ),
-            ):
-                figures = cases.wrk(server, method, path, connections, args.seconds, headers, body)
-                for figure, value in figures.items():
-                    sample[f"{name}_c{connections}_{figure}"].append(value)
+        small_requests(server, args.seconds, sample)
+
+
+def small_requests(
+    server: Server, seconds: int, sample: dict[str, list[float]], auth: bool = True
+) -> None:
+    """Small requests at concurrency 1, 16 and 64: wrk, and the asyncio client for HEAD.
+
+    GET manifest is measured by both load generators, so their agreement shows in the table.
+    """
+    layer, manifest = cases.push_small_image(server)
+    accept = {"Accept": cases.OCI_MANIFEST}
+    credentials = {"Authorization": cases.basic_authorization()} if auth else {}
+    suffix = "" if auth else "_noauth"
+    cases_run: list[tuple[str, str, str, dict[str, str], bytes | None]] = [
+        ("head_blob", "HEAD", f"/v2/bench/small/blobs/{layer}", {}, None),
+        ("get_manifest", "GET", "/v2/bench/small/manifests/latest", accept, None),
+    ]
+    if auth:
+        put_headers = {"Content-Type": cases.OCI_MANIFEST}
+        cases_run.insert(0, ("ping", "GET", "/v2/", {}, None))
+        cases_run.append(
+            ("put_manifest", "PUT", "/v2/bench/small/manifests/latest", put_headers, manifest)
+        )
+    for connections in (1, 16, 64) if auth else (16, 64):
+        for name, method, path, headers, body in cases_run:
+            key = f"{name}{suffix}_c{connections}"
+            if method == "HEAD":
+                figures = load.run(
+                    server.port, method, path, {**headers, **credentials}, connections, seconds
+                )
+            else:
+                figures = cases.wrk(server, method, path, connections, seconds, headers, body, auth)
+            for figure, value in figures.items():
+                sample[f"{key}_{figure}"].append(value)
+            if name == "get_manifest":
+                check = load.run(
+                    server.port, method, path, {**headers, **credentials}, connections, seconds
+                )
+                sample[f"{key}_rps_asyncio_client"].append(check["rps"])
 
 
 def drop_caches() -> bool:

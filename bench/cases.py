@@ -177,6 +177,11 @@ def push_small_image(
         conn.close()
 
 
+def basic_authorization() -> str:
+    """The ``Authorization`` header value for the bench user."""
+    return "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
 _WRK_SCRIPT = """
 wrk.method = "{method}"
 wrk.headers["Authorization"] = "{auth}"
@@ -198,11 +203,12 @@ def wrk(
     binary = shutil.which("wrk")
     if binary is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
-    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
     if body is not None:
         extra += f"wrk.body = {json.dumps(body.decode())}\n"
-    script = _WRK_SCRIPT.format(method=method, auth=f"Basic {token}" if auth else "", extra=extra)
+    script = _WRK_SCRIPT.format(
+        method=method, auth=basic_authorization() if auth else "", extra=extra
+    )
     if not auth:
         script = script.replace('wrk.headers["Authorization"] = ""\n', "")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:

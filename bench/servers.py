@@ -90,8 +90,11 @@ def start_ours(workdir: Path, extra_env: dict[str, str] | None = None) -> Server
     return Server("ours", process, port, data)
 
 
-def start_distribution(workdir: Path) -> Server:
-    """Debian's ``docker-registry`` (CNCF distribution) with filesystem storage and htpasswd."""
+def start_distribution(workdir: Path, auth: bool = True) -> Server:
+    """Debian's ``docker-registry`` (CNCF distribution) with filesystem storage and htpasswd.
+
+    With ``auth=False`` it runs open (no auth section), for the unauthenticated small requests.
+    """
     binary = shutil.which("docker-registry")
     if binary is None:
         raise SystemExit("docker-registry is not installed: apt-get install docker-registry")
@@ -106,8 +109,8 @@ def start_distribution(workdir: Path) -> Server:
         "version: 0.1\n"
         "log:\n  level: error\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n"
-        f"auth:\n  htpasswd:\n    realm: bench\n    path: {htpasswd}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        + (f"auth:\n  htpasswd:\n    realm: bench\n    path: {htpasswd}\n" if auth else "")
+        + f"http:\n  addr: 127.0.0.1:{port}\n"
     )
     log = open(workdir / "distribution.log", "ab")  # noqa: SIM115
     process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
