@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from registry.auth.base import Access, AccessController, Action, Identity
 from registry.metrics import RegistryMetrics
 from registry.oci.digest import Digest
+from registry.oci.errors import ErrorCode, RegistryError
 from registry.oci.reference import parse_name, parse_reference
 from registry.services import RegistryServices
 
@@ -45,6 +46,16 @@ def reference_parameter(reference: str) -> str | Digest:
     return parse_reference(reference)
 
 
+def lookup_reference_parameter(reference: str) -> str | Digest:
+    """A reference to look up: one that cannot be valid names no manifest, so 404 (not 400)."""
+    try:
+        return parse_reference(reference)
+    except RegistryError as error:
+        raise RegistryError(
+            ErrorCode.MANIFEST_UNKNOWN, {"reference": reference[:256], "reason": error.detail}
+        ) from error
+
+
 async def authorize(request: Request) -> Identity:
     """Check the caller may do what this request does; remember who they are."""
     name = request.path_params.get("name")
@@ -63,4 +74,5 @@ Metrics = Annotated[RegistryMetrics, Depends(get_metrics)]
 RepoName = Annotated[str, Depends(repository_name)]
 DigestParam = Annotated[Digest, Depends(digest_parameter)]
 Reference = Annotated[str | Digest, Depends(reference_parameter)]
+LookupReference = Annotated[str | Digest, Depends(lookup_reference_parameter)]
 Authorized = Depends(authorize)

@@ -196,6 +196,19 @@ async def test_delete_by_digest_removes_tags_too(client: httpx.AsyncClient) -> N
 async def test_unknown_manifest_and_bad_references(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/v2/u/manifests/nope"), 404, "MANIFEST_UNKNOWN")
     assert_error(await client.get(f"/v2/u/manifests/{sha256(b'x')}"), 404, "MANIFEST_UNKNOWN")
-    assert_error(await client.get("/v2/u/manifests/-bad"), 400, "TAG_INVALID")
-    assert_error(await client.get("/v2/u/manifests/sha256:abc"), 400, "DIGEST_INVALID")
     assert_error(await client.put("/v2/u/manifests/.bad", content=b"{}"), 400, "TAG_INVALID")
+    assert_error(
+        await client.put("/v2/u/manifests/sha256:abc", content=b"{}"), 400, "DIGEST_INVALID"
+    )
+
+
+@pytest.mark.parametrize("reference", [".INVALID_MANIFEST_NAME", "-bad", "sha256:abc", "md5:00"])
+async def test_malformed_reference_on_get_and_head_is_unknown(
+    client: httpx.AsyncClient, reference: str
+) -> None:
+    """No manifest has a malformed reference: GET/HEAD say 404 (OCI conformance suite)."""
+    await push_image(client, "u", "real", [b"l"])
+    assert_error(await client.get(f"/v2/u/manifests/{reference}"), 404, "MANIFEST_UNKNOWN")
+    head = await client.head(f"/v2/u/manifests/{reference}")
+    assert head.status_code == 404
+    assert head.content == b""

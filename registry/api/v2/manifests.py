@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from registry.api.deps import Authorized, Reference, RepoName, Services
+from registry.api.deps import Authorized, LookupReference, Reference, RepoName, Services
 from registry.oci.errors import ErrorCode, RegistryError
 from registry.oci.manifest import MAX_MANIFEST_SIZE
 from registry.oci.reference import parse_tag
@@ -32,9 +32,9 @@ async def _read_manifest_body(request: Request) -> bytes:
 
 @router.api_route("/v2/{name:path}/manifests/{reference}", methods=["GET", "HEAD"])
 async def get_manifest(
-    request: Request, name: RepoName, reference: Reference, services: Services
+    request: Request, name: RepoName, reference: LookupReference, services: Services
 ) -> Response:
-    """The exact bytes pushed, with their media type and digest."""
+    """The exact bytes pushed, with their media type and digest (404 for a malformed reference)."""
     stored = await services.manifests.get(name, reference)
     headers = {"Docker-Content-Digest": str(stored.digest), "ETag": f'"{stored.digest}"'}
     if request.method == "HEAD":
