@@ -67,7 +67,10 @@ class OidcVerifier:
         self.allow_http = allow_http
         for url in self.issuers:
             self._check_url(url)
-        self._client = client or (lambda: httpx.AsyncClient(timeout=10, follow_redirects=False))
+        self._make_client = client or (
+            lambda: httpx.AsyncClient(timeout=10, follow_redirects=False)
+        )
+        self._client: httpx.AsyncClient | None = None  # made on first use (an SSL context)
         self._key_sets: dict[str, _KeySet] = {}
 
     def _check_url(self, url: str) -> None:
@@ -76,8 +79,9 @@ class OidcVerifier:
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         self._check_url(url)
-        async with self._client() as client:
-            response = await client.get(url, headers={"Accept": "application/json"})
+        if self._client is None:
+            self._client = self._make_client()
+        response = await self._client.get(url, headers={"Accept": "application/json"})
         if response.status_code != 200 or len(response.content) > MAX_DOCUMENT_BYTES:
             raise TokenError(f"{url} answered {response.status_code}")
         try:
