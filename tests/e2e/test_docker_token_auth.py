@@ -30,7 +30,8 @@ def token_server(tmp_path: Path, issuer: Issuer) -> Iterator[Server]:
         f"""
 users: {{alice: "{hashed}"}}
 rules:
-  - {{repositories: ["team-a/**"], users: [alice], actions: [pull, push, delete]}}
+  - {{repositories: ["team-a/**", "public/*"], users: [alice], actions: [pull, push, delete]}}
+  - {{repositories: ["public/*"], anonymous: true, actions: [pull]}}
 oidc:
   - issuer: {issuer.url}
     audience: {AUDIENCE}
@@ -62,6 +63,7 @@ def test_login_push_pull_with_tokens(docker: Docker, token_server: Server, tmp_p
     host = token_server.host
     tag = uuid.uuid4().hex[:8]
     image, other = f"{host}/team-a/app:{tag}", f"{host}/team-b/app:{tag}"
+    public = f"{host}/public/base:{tag}"
     docker.build_image(image, tmp_path / "context", layers=2)
     docker.run("tag", image, other)
     try:
@@ -72,8 +74,14 @@ def test_login_push_pull_with_tokens(docker: Docker, token_server: Server, tmp_p
         docker.run("rmi", image)
         assert "Digest: sha256:" in docker.run("pull", image).stdout
         assert denied(docker.run("push", other, check=False))
+        docker.run("tag", image, public)
+        docker.run("push", public)
+        docker.run("logout", host)
+        docker.run("rmi", image, public)
+        assert "Digest: sha256:" in docker.run("pull", public).stdout  # anonymous token
+        assert docker.run("pull", image, check=False).returncode != 0
     finally:
-        docker.run("rmi", "-f", image, other, check=False)
+        docker.run("rmi", "-f", image, other, public, check=False)
     audit = (tmp_path / "audit.log").read_text()
     assert '"action":"put_manifest"' in audit and '"subject":"alice"' in audit
     assert '"status":403' in audit
