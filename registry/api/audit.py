@@ -20,6 +20,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.auth.base import Identity
+from registry.auth.credentials import basic_credentials
 
 log = logging.getLogger("registry.audit")
 WRITES = frozenset({"POST", "PUT", "DELETE"})
@@ -77,11 +78,17 @@ class AuditLog:
         identity = state.get("identity")
         params: dict[str, Any] = scope.get("path_params", {})
         endpoint = scope.get("endpoint")
+        who = (
+            identity.describe()
+            if isinstance(identity, Identity)
+            else {"kind": "unknown" if b"authorization" in headers else "anonymous"}
+        )
+        credentials = basic_credentials(headers.get(b"authorization", b"").decode("latin-1"))
+        if who["kind"] == "unknown" and credentials is not None:
+            who["attempted"] = credentials[0][:64]  # the name only, never the password
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "who": identity.describe()
-            if isinstance(identity, Identity)
-            else {"kind": "unknown" if b"authorization" in headers else "anonymous"},
+            "who": who,
             "client": (scope.get("client") or ("",))[0],
             "action": getattr(endpoint, "__name__", "token" if token else "unknown"),
             "method": method,

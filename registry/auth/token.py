@@ -23,6 +23,7 @@ from registry.auth.base import Action, Identity, IdentityKind
 from registry.auth.keys import SigningKey
 
 LEEWAY_SECONDS = 10
+OIDC_REFRESH_SECONDS = 3600
 TokenUse = Literal["access", "refresh"]
 _KINDS = ("user", "robot", "oidc", "anonymous")
 _ACTIONS = ("pull", "push", "delete")
@@ -92,7 +93,10 @@ class TokenAuthority:
         return self._sign(identity, "access", self.ttl, {"access": [s.claim() for s in scopes]})
 
     def issue_refresh(self, identity: Identity) -> str:
-        return self._sign(identity, "refresh", self.refresh_ttl, {})
+        """A refresh token; an OIDC identity's lives at most ``OIDC_REFRESH_SECONDS``, since
+        the ID token it came from was meant to live minutes."""
+        ttl = min(self.refresh_ttl, OIDC_REFRESH_SECONDS) if identity.kind == "oidc" else None
+        return self._sign(identity, "refresh", ttl or self.refresh_ttl, {})
 
     def _decode(self, token: str, use: TokenUse) -> dict[str, Any]:
         try:

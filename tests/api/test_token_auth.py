@@ -401,4 +401,24 @@ async def test_audit_log(http: httpx.AsyncClient, issuer: Issuer) -> None:
     assert ci["who"]["ref"] == "refs/heads/main" and ci["who"]["issuer"] == issuer.url
     grants = [line for line in lines.lines if line["action"] == "token_get" and "granted" in line]
     assert any(g["granted"] == "repository:my-org/app/x:push" for g in grants)
-    assert refused[-1]["status"] == 401 and refused[-1]["who"]["kind"] == "unknown"
+    assert refused[-1]["status"] == 401
+    assert refused[-1]["who"] == {"kind": "unknown", "attempted": "alice"}
+
+
+async def test_basic_mode_with_a_policy_file(token_settings: Settings) -> None:
+    settings = token_settings.model_copy(
+        update={"auth": token_settings.auth.model_copy(update={"mode": "basic"})}
+    )
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://r") as client:
+        challenge = await client.get("/v2/")
+        assert challenge.headers["www-authenticate"].startswith("Basic ")
+        client.auth = ("alice", "alice-pw")
+        await push_image(client, "team-a/app", "1", [b"basic"])
+        client.auth = ("bob", "bob-pw")
+        assert (await client.get("/v2/team-a/app/manifests/1")).status_code == 200
+        assert_error(await client.post("/v2/team-a/app/blobs/uploads/"), 403, "DENIED")
+        client.auth = ("bob", "wrong")
+        assert_error(await client.get("/v2/team-a/app/manifests/1"), 401, "UNAUTHORIZED")
+        client.auth = httpx.Auth()
+        assert (await client.get("/auth/token")).status_code == 404

@@ -67,6 +67,18 @@ def test_oidc_identity_survives(authority: TokenAuthority) -> None:
     assert authority.verify(authority.issue(ANONYMOUS, [])).identity == ANONYMOUS
 
 
+def test_oidc_refresh_tokens_live_an_hour_at_most(authority: TokenAuthority) -> None:
+    def lifetime(token: str) -> int:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return int(claims["exp"] - claims["iat"])
+
+    assert lifetime(authority.issue_refresh(OIDC)) == 3600
+    assert lifetime(authority.issue_refresh(Identity("alice"))) == authority.refresh_ttl == 3600
+    long = TokenAuthority(authority.key, "i", "s", 60, 86_400)
+    assert lifetime(long.issue_refresh(OIDC)) == 3600
+    assert lifetime(long.issue_refresh(Identity("alice"))) == 86_400
+
+
 def test_refresh_and_access_tokens_are_not_interchangeable(authority: TokenAuthority) -> None:
     with pytest.raises(TokenError, match="access"):
         authority.verify(authority.issue_refresh(Identity("alice")))
