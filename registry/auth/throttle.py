@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from registry.oci.errors import ErrorCode, RegistryError
 
@@ -21,9 +22,12 @@ MAX_CLIENTS = 65_536
 class LoginThrottle:
     """Failed-login counts per client within a sliding window."""
 
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limit = limit
         self.window = window
+        self.clock = clock
         self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()  # start, count
 
     def _current(self, client: str, now: float) -> tuple[float, int] | None:
@@ -35,7 +39,7 @@ class LoginThrottle:
 
     def check(self, client: str) -> None:
         """Raise ``TOOMANYREQUESTS`` if ``client`` is locked out."""
-        now = time.monotonic()
+        now = self.clock()
         entry = self._current(client, now)
         if entry is not None and entry[1] >= self.limit:
             retry = max(1, math.ceil(entry[0] + self.window - now))
@@ -46,7 +50,7 @@ class LoginThrottle:
             )
 
     def failed(self, client: str) -> None:
-        now = time.monotonic()
+        now = self.clock()
         entry = self._current(client, now)
         self._failures[client] = (now, 1) if entry is None else (entry[0], entry[1] + 1)
         self._failures.move_to_end(client)

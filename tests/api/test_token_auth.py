@@ -422,3 +422,56 @@ async def test_basic_mode_with_a_policy_file(token_settings: Settings) -> None:
         assert_error(await client.get("/v2/team-a/app/manifests/1"), 401, "UNAUTHORIZED")
         client.auth = httpx.Auth()
         assert (await client.get("/auth/token")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"scope": "repository:UPPER/case:pull"},
+        {"scope": "repository::pull"},
+        {"scope": "repository:a/b:"},
+        {"scope": "nonsense"},
+        {"scope": "repository:a:b:c:pull " * 200},
+        {"scope": "registry:catalog:pull"},
+        {"offline_token": "maybe"},
+    ],
+)
+async def test_hostile_token_requests_grant_nothing(
+    http: httpx.AsyncClient, params: dict[str, str]
+) -> None:
+    response = await http.get("/auth/token", params=params, auth=("bob", "bob-pw"))
+    assert response.status_code == 200, response.text
+    claims = jwt.decode(response.json()["token"], options={"verify_signature": False})
+    assert claims["access"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"\xff\xfe", 400, "UNSUPPORTED"),
+        (b"grant_type=password&" + b"a=1&" * 100, 400, "UNSUPPORTED"),
+        (b"grant_type=" + b"x" * 70_000, 413, "UNSUPPORTED"),
+        (b"grant_type=password&username=alice", 401, "UNAUTHORIZED"),
+        (b"grant_type=refresh_token&refresh_token=abc", 401, "UNAUTHORIZED"),
+    ],
+)
+async def test_hostile_token_forms(
+    http: httpx.AsyncClient, body: bytes, status: int, code: str
+) -> None:
+    response = await http.post(
+        "/auth/token",
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_error(response, status, code)
+
+
+@pytest.mark.parametrize(
+    "header", ["Basic !!!", "Bearer", "Bearer a.b.c", "Negotiate xyz", "Basic " + "A" * 9000]
+)
+async def test_hostile_authorization_headers(http: httpx.AsyncClient, header: str) -> None:
+    assert_error(
+        await http.get("/v2/team-a/x/tags/list", headers={"Authorization": header}),
+        401,
+        "UNAUTHORIZED",
+    )
