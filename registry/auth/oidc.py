@@ -24,7 +24,7 @@ import jwt
 
 from registry.auth.base import Identity
 from registry.auth.policy import claim_text, conditions_met
-from registry.auth.policyfile import OidcIssuer
+from registry.auth.policyfile import CLAIM_REFERENCE, OidcIssuer
 from registry.auth.token import TokenError
 
 log = logging.getLogger("registry.auth.oidc")
@@ -165,6 +165,12 @@ class OidcVerifier:
                 f"no rule of {issuer.issuer} matches sub={texts.get('sub', '')[:200]!r}"
             )
         wanted = {name for rule in issuer.rules for name in rule.conditions}
+        wanted.update(
+            name
+            for rule in issuer.rules
+            for pattern in rule.repositories
+            for name in CLAIM_REFERENCE.findall(pattern)
+        )
         wanted.update(DESCRIBING_CLAIMS)
         kept = tuple(sorted((name, texts[name][:512]) for name in wanted if name in texts))
         return Identity(texts.get("sub", "")[:512], "oidc", issuer.issuer, kept)

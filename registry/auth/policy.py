@@ -8,10 +8,12 @@ checked against the token's claims.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from registry.auth.base import Access, Action, Identity
 from registry.auth.policyfile import (
+    CLAIM_REFERENCE,
     ClaimCondition,
     ImmutableTags,
     OidcIssuer,
@@ -22,6 +24,7 @@ from registry.auth.policyfile import (
 )
 
 ALL_ACTIONS: tuple[Action, ...] = ("pull", "push", "delete")
+_CLAIM_VALUE = re.compile(r"^[a-z0-9]+(?:(?:[._-]+|/)[a-z0-9]+)*$")
 
 
 def claim_text(value: object) -> str | None:
@@ -47,6 +50,22 @@ def conditions_met(conditions: Mapping[str, ClaimCondition], claims: Mapping[str
 
 def matches_any(patterns: Iterable[str], repository: str) -> bool:
     return any(repository_regex(pattern).match(repository) for pattern in patterns)
+
+
+def expand_claims(pattern: str, claims: Mapping[str, str]) -> str | None:
+    """``pattern`` with each ``{claim}`` replaced by its lower-cased value; None if a claim is
+    missing or its value is not a plain repository path (so it can never add a wildcard)."""
+    missing = False
+
+    def value(match: re.Match[str]) -> str:
+        nonlocal missing
+        text = claims.get(match.group(1), "").lower()
+        if not _CLAIM_VALUE.match(text):
+            missing = True
+        return text
+
+    expanded = CLAIM_REFERENCE.sub(value, pattern)
+    return None if missing else expanded
 
 
 class Policy:
@@ -99,9 +118,10 @@ class Policy:
             issuer = self.issuers.get(identity.issuer)
             claims = dict(identity.claims)
             for oidc_rule in issuer.rules if issuer else []:
-                if conditions_met(oidc_rule.conditions, claims) and matches_any(
-                    oidc_rule.repositories, repository
-                ):
+                if not conditions_met(oidc_rule.conditions, claims):
+                    continue
+                patterns = [expand_claims(p, claims) for p in oidc_rule.repositories]
+                if matches_any([p for p in patterns if p is not None], repository):
                     granted.update(oidc_rule.actions)
         return granted
 

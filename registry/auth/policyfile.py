@@ -37,6 +37,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 ActionName = Literal["pull", "push", "delete"]
 _PATTERN_CHARS = re.compile(r"^[a-z0-9._/*-]+$")
+CLAIM_REFERENCE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 OIDC_USERNAME = "oidc"
 
@@ -74,6 +75,12 @@ def _check_patterns(patterns: list[str]) -> list[str]:
     return patterns
 
 
+def _check_claim_patterns(patterns: list[str]) -> list[str]:
+    """Repository patterns that may name claims: ``ci/{repository}/**``."""
+    _check_patterns([CLAIM_REFERENCE.sub("x", pattern) for pattern in patterns])
+    return patterns
+
+
 def _check_hash(users: dict[str, str]) -> dict[str, str]:
     for name, hashed in users.items():
         if not _NAME.match(name) or name == OIDC_USERNAME:
@@ -84,6 +91,7 @@ def _check_hash(users: dict[str, str]) -> dict[str, str]:
 
 
 Patterns = Annotated[list[str], AfterValidator(_check_patterns)]
+ClaimPatterns = Annotated[list[str], AfterValidator(_check_claim_patterns)]
 Accounts = Annotated[dict[str, str], AfterValidator(_check_hash)]
 
 
@@ -117,7 +125,7 @@ class OidcRule(_Strict):
     """Tokens whose claims meet every condition get ``actions`` on ``repositories``."""
 
     conditions: Annotated[dict[str, ClaimCondition], Field(min_length=1)]
-    repositories: Patterns
+    repositories: ClaimPatterns  # ``{claim}`` stands for that claim's value, lower-cased
     actions: Annotated[list[ActionName], Field(min_length=1)]
 
 

@@ -146,3 +146,16 @@ async def test_unreachable_issuer_is_a_refusal() -> None:
         token = gone.mint()
     with pytest.raises(TokenError, match="cannot fetch"):
         await OidcVerifier([config], allow_http=True).verify(token)
+
+
+async def test_claims_named_in_repository_patterns_are_kept(issuer: Issuer) -> None:
+    rule = OidcRule.model_validate(
+        {
+            "conditions": {"repository_owner_id": "4242"},
+            "repositories": ["ci/{repository_owner}/**"],
+            "actions": ["push"],
+        }
+    )
+    config = OidcIssuer(issuer=issuer.url, audience=AUDIENCE, rules=[rule])
+    identity = await OidcVerifier([config], allow_http=True).verify(issuer.mint())
+    assert identity.claim("repository_owner") == "my-org"

@@ -88,6 +88,8 @@ def test_github_example() -> None:
     )
     assert github.actions(branch, "my-org/app") == {"pull"}
     assert github.actions(branch, "my-org/app/ci/test") == {"pull", "push"}
+    assert github.actions(branch, "ci/my-org/app/pr-1") == {"pull", "push"}
+    assert github.actions(branch, "ci/my-org/other/pr-1") == set()
     stranger = Identity("y", "oidc", issuer, (("repository", "my-org/app"),))
     assert github.actions(stranger, "my-org/app/ci/test") == {"pull"}  # signed in: pull only
     other_issuer = Identity("z", "oidc", "https://evil.example", release.claims)
@@ -169,3 +171,29 @@ def test_claim_conditions(
     condition: str | int | bool | list[str | int], value: str | None, met: bool
 ) -> None:
     assert condition_met(condition, value) is met
+
+
+def test_oidc_repositories_can_name_claims() -> None:
+    p = policy(
+        "oidc: [{issuer: 'https://ci', audience: r, rules: [{conditions: {owner_id: '7'},"
+        " repositories: ['ci/{repository}/**', 'cache/{repository}'], actions: [pull, push]}]}]"
+    )
+
+    def ci(repository: str, owner: str = "7") -> Identity:
+        return Identity(
+            "s", "oidc", "https://ci", (("owner_id", owner), ("repository", repository))
+        )
+
+    assert p.actions(ci("My-Org/App"), "ci/my-org/app/api") == {"pull", "push"}
+    assert p.actions(ci("my-org/app"), "cache/my-org/app") == {"pull", "push"}
+    assert p.actions(ci("my-org/app"), "ci/my-org/other/api") == set()
+    assert p.actions(ci("my-org/app", owner="8"), "ci/my-org/app/api") == set()
+    for hostile in ("*", "my-org/**", "a/../b", "", "x y"):
+        assert p.actions(ci(hostile), "ci/a/b") == set(), hostile
+    assert p.actions(Identity("s", "oidc", "https://ci", (("owner_id", "7"),)), "ci/x/y") == set()
+    with pytest.raises(PolicyFileError, match="pattern"):
+        parse_policy(
+            "oidc: [{issuer: 'https://ci', audience: r, rules: [{conditions: {a: b},"
+            " repositories: ['ci/{bad-claim}'], actions: [pull]}]}]",
+            ".yaml",
+        )
