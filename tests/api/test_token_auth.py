@@ -85,11 +85,15 @@ async def http(token_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def get_token(
-    http: httpx.AsyncClient, auth: tuple[str, str] | None, *scopes: str, **params: str
+    http: httpx.AsyncClient,
+    auth: tuple[str, str] | None,
+    *scopes: str,
+    service: str = "registry.test",
+    **params: str,
 ) -> dict[str, Any]:
     response = await http.get(
         "/auth/token",
-        params=[("service", "registry.test"), *(("scope", s) for s in scopes), *params.items()],
+        params=[("service", service), *(("scope", s) for s in scopes), *params.items()],
         auth=auth,
     )
     assert response.status_code == 200, response.text
@@ -475,3 +479,26 @@ async def test_hostile_authorization_headers(http: httpx.AsyncClient, header: st
         401,
         "UNAUTHORIZED",
     )
+
+
+async def test_token_mode_without_a_policy_file(tmp_path: Path) -> None:
+    """The env user (or htpasswd users) may do everything, now through tokens."""
+    settings = Settings(
+        data_dir=tmp_path / "d",
+        username="u",
+        password="p",
+        auth=AuthSettings(mode="token"),
+        _env_file=None,
+    )
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://r") as client:
+        challenge = await client.get("/v2/")
+        assert 'service="registry"' in challenge.headers["www-authenticate"]
+        body = await get_token(
+            client, ("u", "p"), "repository:any/thing:pull,push,delete", service="registry"
+        )
+        claims = jwt.decode(body["token"], options={"verify_signature": False})
+        assert claims["access"][0]["actions"] == ["pull", "push", "delete"]
+        client.headers.update(bearer(body["token"]))
+        await push_image(client, "any/thing", "1", [b"x"])
+    assert (tmp_path / "d" / "auth" / "token-signing-key.pem").is_file()
