@@ -19,6 +19,31 @@ class StorageSettings(BaseModel):
     backend: Literal["filesystem"] = "filesystem"
 
 
+class AuthSettings(BaseModel):
+    """Access control: Basic (the default) or Docker token auth, and an optional policy file."""
+
+    mode: Literal["basic", "token"] = "basic"
+    policy_file: Path | None = None  # YAML or TOML: users, groups, robots, rules, OIDC issuers
+    issuer: str = "registry"  # the ``iss`` of the tokens this registry signs
+    service: str = "registry"  # the ``service`` of the challenge, ``aud`` of the tokens
+    realm: str | None = None  # token endpoint URL; default: this server's ``/auth/token``
+    token_ttl: Annotated[int, Field(ge=30, le=86_400)] = 300
+    refresh_ttl: Annotated[int, Field(ge=60, le=30 * 86_400)] = 86_400
+    signing_key: Path | None = None  # PEM EC P-256 key; default: generated under the data dir
+    oidc_allow_http: bool = False  # accept http:// OIDC issuers (tests and development only)
+    max_failed_logins: Annotated[int, Field(ge=1, le=10_000)] = 10
+    lockout_seconds: Annotated[int, Field(ge=1, le=86_400)] = 300
+    audit_log: Path | None = None  # JSON lines appended here; default: stderr
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> AuthSettings:
+        if self.policy_file is not None and not self.policy_file.is_file():
+            raise ValueError(f"REGISTRY_AUTH__POLICY_FILE {self.policy_file} is not a file")
+        if self.signing_key is not None and not self.signing_key.is_file():
+            raise ValueError(f"REGISTRY_AUTH__SIGNING_KEY {self.signing_key} is not a file")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the registry can be told at start-up."""
 
@@ -41,6 +66,7 @@ class Settings(BaseSettings):
     realm: str = "Registry"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     storage: StorageSettings = StorageSettings()
+    auth: AuthSettings = AuthSettings()
 
     @model_validator(mode="after")
     def _user_needs_both(self) -> Settings:
@@ -56,5 +82,14 @@ class Settings(BaseSettings):
         return self.data_dir / "auth" / "htpasswd"
 
     @property
+    def default_signing_key(self) -> Path:
+        """Where the first start in token mode keeps the generated ES256 signing key."""
+        return self.data_dir / "auth" / "token-signing-key.pem"
+
+    @property
     def has_configured_users(self) -> bool:
-        return self.username is not None or self.htpasswd_file is not None
+        return (
+            self.username is not None
+            or self.htpasswd_file is not None
+            or self.auth.policy_file is not None
+        )

@@ -52,6 +52,19 @@ def announce_generated_user(settings: Settings) -> None:
         )
 
 
+def check_access_settings(settings: Settings) -> None:
+    """Load the policy file and signing key once before the workers do, or exit clearly."""
+    from registry.auth.setup import create_access_controller
+
+    try:
+        create_access_controller(settings)
+    except (OSError, ValueError) as error:
+        print(f"registry: invalid access settings: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if settings.auth.mode == "token":
+        print(f"token authentication: service {settings.auth.service!r}", flush=True)
+
+
 def serve(settings: Settings) -> int:
     """Run the registry on hypercorn with uvloop."""
     from hypercorn.config import Config
@@ -59,6 +72,7 @@ def serve(settings: Settings) -> int:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     announce_generated_user(settings)
+    check_access_settings(settings)
     if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="registry-metrics-")
     config = Config()

@@ -8,9 +8,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from config import Settings
 from registry import __version__
 from registry.api import status
+from registry.api.audit import AuditLog, configure_audit_log
 from registry.api.errors import install_error_handlers
 from registry.api.v2 import routes as v2_routes
-from registry.auth.basic import BasicAccessController, parse_htpasswd
+from registry.auth.setup import create_access_controller
+from registry.auth.tokenserver import router as token_router
 from registry.metrics import RegistryMetrics
 from registry.services import RegistryServices
 from registry.storage.driver import StorageDriver
@@ -42,19 +44,6 @@ def create_driver(settings: Settings) -> StorageDriver:
     return FilesystemDriver(settings.data_dir)
 
 
-def create_access_controller(settings: Settings) -> BasicAccessController:
-    """Users from the htpasswd file and the env user, else the generated ``admin``."""
-    users: dict[str, bytes] = {}
-    if settings.htpasswd_file is not None:
-        users.update(parse_htpasswd(settings.htpasswd_file.read_text()))
-    if not settings.has_configured_users and settings.generated_htpasswd.is_file():
-        users.update(parse_htpasswd(settings.generated_htpasswd.read_text()))
-    plain_users = {}
-    if settings.username is not None and settings.password is not None:
-        plain_users[settings.username] = settings.password.get_secret_value()
-    return BasicAccessController(users, settings.realm, settings.anonymous_pull, plain_users)
-
-
 def create_app(settings: Settings) -> FastAPI:
     """The registry application over the storage that ``settings`` describe."""
     app = FastAPI(
@@ -65,13 +54,17 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.services = RegistryServices.over(create_driver(settings))
-    app.state.access = create_access_controller(settings)
+    app.state.access = access = create_access_controller(settings)
+    app.state.services = RegistryServices.over(create_driver(settings), access.policy.immutable)
     app.state.metrics = RegistryMetrics()
     install_error_handlers(app)
+    configure_audit_log(settings.auth.audit_log)
     app.router.routes.extend([*status.router.routes, *v2_routes])
+    if settings.auth.mode == "token":
+        app.router.routes.extend(token_router.routes)
     app.state.metrics.install(app)
     app.add_middleware(ApiVersionHeader)
+    app.add_middleware(AuditLog)
     return app
 
 

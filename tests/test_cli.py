@@ -50,3 +50,24 @@ def test_hash_password_prints_an_htpasswd_line(tmp_path: Path) -> None:
     )
     user, _, hashed = result.stdout.strip().partition(":")
     assert user == "carol" and hashed.startswith("$2b$")
+
+
+def test_invalid_policy_file_stops_with_one_line(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("users: {alice: not-a-hash}\n")
+    env = {"REGISTRY_AUTH__MODE": "token", "REGISTRY_AUTH__POLICY_FILE": str(policy)}
+    result = run_cli({**env, "REGISTRY_DATA_DIR": str(tmp_path / "d")}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "bcrypt" in result.stderr and "Traceback" not in result.stderr
+    missing = run_cli({"REGISTRY_AUTH__POLICY_FILE": str(tmp_path / "nope.yaml")}, cwd=tmp_path)
+    assert missing.returncode == 2 and "REGISTRY_AUTH__POLICY_FILE" in missing.stderr
+    http = tmp_path / "http.yaml"
+    http.write_text(
+        "oidc: [{issuer: 'http://127.0.0.1:1', audience: a, rules: "
+        "[{conditions: {sub: x}, repositories: ['a'], actions: [pull]}]}]\n"
+    )
+    insecure = run_cli(
+        {"REGISTRY_AUTH__POLICY_FILE": str(http), "REGISTRY_DATA_DIR": str(tmp_path / "d")},
+        cwd=tmp_path,
+    )
+    assert insecure.returncode == 2 and "HTTPS" in insecure.stderr

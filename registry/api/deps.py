@@ -10,7 +10,7 @@ from typing import Annotated, Final
 
 from fastapi import Depends, Request
 
-from registry.auth.base import Access, AccessController, Action, Identity
+from registry.auth.base import Access, AccessController, AccessDenied, Action, Identity
 from registry.metrics import RegistryMetrics
 from registry.oci.digest import Digest
 from registry.oci.errors import ErrorCode, RegistryError
@@ -68,7 +68,16 @@ async def authorize(request: Request) -> Identity:
     if source:
         needed.append(Access(source, "pull"))
     access: AccessController = request.app.state.access
-    identity = await access.authorize(request.headers.get("authorization"), needed)
+    try:
+        identity = await access.authorize(
+            request.headers.get("authorization"),
+            needed,
+            client=request.client.host if request.client else "",
+            base_url=f"{request.url.scheme}://{request.url.netloc}",
+        )
+    except AccessDenied as denied:
+        request.state.identity = denied.identity
+        raise
     request.state.identity = identity
     return identity
 

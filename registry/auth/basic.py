@@ -106,13 +106,21 @@ class BasicAccessController:
             headers={"WWW-Authenticate": f'Basic realm="{self.realm}", charset="UTF-8"'},
         )
 
-    async def authorize(self, authorization: str | None, needed: list[Access]) -> Identity:
+    def allows(self, identity: Identity, access: Access) -> bool:
+        if identity.kind != "anonymous":
+            return True
+        return self.anonymous_pull and access.action == "pull" and access.repository is not None
+
+    async def authorize(
+        self,
+        authorization: str | None,
+        needed: list[Access],
+        *,
+        client: str = "",
+        base_url: str = "",
+    ) -> Identity:
         if authorization is None:
-            if (
-                self.anonymous_pull
-                and needed
-                and all(a.action == "pull" and a.repository is not None for a in needed)
-            ):
+            if needed and all(self.allows(ANONYMOUS, a) for a in needed):
                 return ANONYMOUS
             raise self.challenge()
         user = await self.authenticate(authorization)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from registry.services.blobs import BlobService
@@ -20,9 +21,13 @@ class RegistryServices:
     manifests: ManifestService
 
     @classmethod
-    def over(cls, driver: StorageDriver) -> RegistryServices:
+    def over(
+        cls, driver: StorageDriver, immutable_tag: Callable[[str, str], bool] | None = None
+    ) -> RegistryServices:
+        """``immutable_tag(name, tag)`` says which tags may never move or be deleted."""
         blobs = BlobService(driver)
-        return cls(driver, blobs, UploadService(driver, blobs), ManifestService(driver, blobs))
+        manifests = ManifestService(driver, blobs, immutable_tag)
+        return cls(driver, blobs, UploadService(driver, blobs), manifests)
 
 
 __all__ = ["BlobService", "ManifestService", "RegistryServices", "UploadService"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from registry.oci.digest import Digest
@@ -40,9 +41,22 @@ def _paginate(items: list[str], n: int | None, last: str | None) -> tuple[list[s
 class ManifestService:
     """Store, fetch and delete manifests; list tags, repositories and referrers."""
 
-    def __init__(self, driver: StorageDriver, blobs: BlobService) -> None:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        blobs: BlobService,
+        immutable_tag: Callable[[str, str], bool] | None = None,
+    ) -> None:
         self.driver = driver
         self.blobs = blobs
+        self.immutable_tag = immutable_tag or (lambda name, tag: False)
+
+    def _refuse_immutable(self, name: str, tag: str, current: Digest | None) -> None:
+        raise RegistryError(
+            ErrorCode.DENIED,
+            {"name": name, "tag": tag, "digest": str(current) if current else None},
+            message=f"tag {tag} is immutable in {name}: it cannot be moved or deleted",
+        )
 
     async def _read_link(self, path: str) -> Digest | None:
         try:
@@ -96,6 +110,11 @@ class ManifestService:
                 )
         else:
             tags = (reference, *tags)
+        for tag in dict.fromkeys(tags):
+            if self.immutable_tag(name, tag):
+                current = await self._read_link(paths.tag_current_link(name, tag))
+                if current is not None and current != digest:
+                    self._refuse_immutable(name, tag, current)
         await self._check_references(name, manifest)
         if await self.blobs.exists(digest) is None:
             await self.driver.put_content(paths.blob_data(digest), raw)
@@ -136,13 +155,22 @@ class ManifestService:
     async def delete(self, name: str, reference: str | Digest) -> None:
         """Delete a tag, or a manifest with every tag pointing at it and its referrer entry."""
         if not isinstance(reference, Digest):
-            await self.resolve(name, reference)
+            current = await self.resolve(name, reference)
+            if self.immutable_tag(name, reference):
+                self._refuse_immutable(name, reference, current)
             await self.driver.delete(paths.tag(name, reference))
             return
         stored = await self.get(name, reference)
-        for tag in await self._list(paths.tags(name)):
-            if await self._read_link(paths.tag_current_link(name, tag)) == reference:
-                await self._delete_quietly(paths.tag(name, tag))
+        tags = [
+            tag
+            for tag in await self._list(paths.tags(name))
+            if await self._read_link(paths.tag_current_link(name, tag)) == reference
+        ]
+        for tag in tags:
+            if self.immutable_tag(name, tag):
+                self._refuse_immutable(name, tag, reference)
+        for tag in tags:
+            await self._delete_quietly(paths.tag(name, tag))
         try:
             subject = parse_manifest(stored.raw, stored.media_type).subject
         except RegistryError:

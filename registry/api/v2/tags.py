@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from registry.api.deps import Authorized, RepoName, Services
 from registry.api.responses import json_response
+from registry.auth.base import Access, AccessController, Identity
 from registry.oci.errors import ErrorCode, RegistryError
 
 router = APIRouter(dependencies=[Authorized])
@@ -41,13 +42,16 @@ async def ping() -> Response:
 
 @router.get("/v2/_catalog")
 async def catalog(request: Request, services: Services) -> Response:
-    """Repositories, sorted, paginated with ``n`` and ``last``."""
+    """Repositories the caller may pull, sorted, paginated with ``n`` and ``last``."""
     n = _page_size(request)
-    names, more = (
-        ([], False)
-        if n == 0
-        else await services.manifests.repositories(n, request.query_params.get("last"))
-    )
+    access: AccessController = request.app.state.access
+    identity: Identity = request.state.identity
+    names: list[str] = []
+    if n != 0:
+        every, _ = await services.manifests.repositories(None, request.query_params.get("last"))
+        names = [name for name in every if access.allows(identity, Access(name, "pull"))]
+    more = n is not None and len(names) > n
+    names = names[:n] if n is not None else names
     return _paged(request, {"repositories": names}, names, more, n)
 
 
