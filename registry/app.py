@@ -11,6 +11,7 @@ from registry.api import status
 from registry.api.errors import install_error_handlers
 from registry.api.v2 import routes as v2_routes
 from registry.auth.basic import BasicAccessController, parse_htpasswd
+from registry.background import lifespan
 from registry.metrics import RegistryMetrics
 from registry.services import RegistryServices
 from registry.storage.driver import StorageDriver
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="OCI Distribution Spec v1.1 registry",
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.services = RegistryServices.over(create_driver(settings))

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import mmap
 import re
+import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from ulid import ULID
 
 from registry.oci.digest import Digest, ResumableHasher
 from registry.oci.errors import ErrorCode, RegistryError
-from registry.services import paths
+from registry.services import paths, walk
 from registry.services.blobs import BlobService
 from registry.storage.driver import FileWriter, PathBusy, PathNotFound, StorageDriver
 
@@ -243,6 +244,42 @@ class UploadService:
     async def _remove(self, upload: Upload) -> None:
         with contextlib.suppress(PathNotFound):
             await self.driver.delete(paths.upload(upload.name, upload.id))
+
+    @staticmethod
+    async def expire(
+        driver: StorageDriver, max_age: float, now: float | None = None, dry_run: bool = False
+    ) -> int:
+        """Delete sessions idle for more than ``max_age`` seconds; how many (would) go.
+
+        A session's age is its last write (data, hash state or start). One that a request is
+        writing right now is never touched: its lock is taken first, and a busy one skipped.
+        """
+        cutoff = (time.time() if now is None else now) - max_age
+        purged = 0
+        for name in await walk.repositories(driver):
+            for upload_id in await walk.listing(driver, paths.uploads(name)):
+                base = paths.upload(name, upload_id)
+                infos = [
+                    await walk.stat_or_none(driver, path)
+                    for path in (base, f"{base}/data", f"{base}/startedat", f"{base}/hashstates")
+                ]
+                seen = [info.modified for info in infos if info is not None]
+                if not seen or max(seen) >= cutoff:
+                    continue
+                if dry_run:
+                    purged += 1
+                    continue
+                size = infos[1].size if infos[1] is not None else 0
+                try:
+                    lock = await driver.writer(f"{base}/data", size)
+                except (PathBusy, PathNotFound):
+                    continue
+                try:
+                    if await walk.delete_quietly(driver, base):
+                        purged += 1
+                finally:
+                    await lock.cancel()
+        return purged
 
 
 def upload_location(upload: Upload) -> str:
