@@ -71,6 +71,7 @@ def serve(settings: Settings) -> int:
     config.errorlog = "-"
     config.include_server_header = False
     config.keep_alive_timeout = 75
+    config.h11_max_incomplete_size = settings.limits.max_header_bytes
     logging.basicConfig(level=config.loglevel, format="%(asctime)s %(levelname)s %(message)s")
     print(f"registry listening on http://{host}:{settings.port} (data in {settings.data_dir})")
     sys.stdout.flush()

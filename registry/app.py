@@ -9,6 +9,7 @@ from config import Settings
 from registry import __version__
 from registry.api import status
 from registry.api.errors import install_error_handlers
+from registry.api.limits import LimitsMiddleware
 from registry.api.v2 import routes as v2_routes
 from registry.auth.basic import BasicAccessController, parse_htpasswd
 from registry.background import lifespan
@@ -74,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.router.routes.extend([*status.router.routes, *v2_routes])
     app.state.metrics.install(app)
     app.add_middleware(ApiVersionHeader)
+    app.add_middleware(LimitsMiddleware, settings=settings.limits)
     return app
 
 
