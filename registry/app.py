@@ -10,6 +10,7 @@ from registry import __version__
 from registry.api import status
 from registry.api.errors import install_error_handlers
 from registry.api.limits import LimitsMiddleware
+from registry.api.openapi import schema as openapi_schema
 from registry.api.v2 import routes as v2_routes
 from registry.auth.basic import BasicAccessController, parse_htpasswd
 from registry.background import lifespan
@@ -72,6 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.access = create_access_controller(settings)
     app.state.metrics = RegistryMetrics()
     install_error_handlers(app)
+    document = openapi_schema()
+    app.openapi = lambda: document  # type: ignore[method-assign]
     app.router.routes.extend([*status.router.routes, *v2_routes])
     app.state.metrics.install(app)
     app.add_middleware(ApiVersionHeader)
