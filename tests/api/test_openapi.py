@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import hypothesis
 import schemathesis
@@ -40,7 +41,7 @@ CHECKS = [
     suppress_health_check=list(hypothesis.HealthCheck),
     derandomize=True,
 )
-def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
+def test_api_conforms_to_its_schema(case: schemathesis.Case[Any]) -> None:
     case.call_and_validate(headers=AUTH, checks=CHECKS)
 
 
