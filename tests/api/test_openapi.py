@@ -36,7 +36,7 @@ CHECKS = [
 
 @schema.parametrize()
 @hypothesis.settings(
-    max_examples=8,
+    max_examples=5,
     deadline=None,
     suppress_health_check=list(hypothesis.HealthCheck),
     derandomize=True,

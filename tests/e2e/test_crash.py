@@ -25,7 +25,7 @@ from tests.e2e.conftest import PASSWORD, USER, start_registry
 from tests.helpers import OCI_MANIFEST, image_manifest, sha256
 
 pytestmark = pytest.mark.e2e
-ROUNDS = 3
+ROUNDS = 2
 CHUNK = 128 * 1024
 
 
@@ -146,7 +146,11 @@ def test_sigkill_during_pushes(tmp_path: Path) -> None:
             ]
             for thread in threads:
                 thread.start()
-            time.sleep(rng.uniform(0.8, 2.0))
+            before = len(ledger.acknowledged)
+            deadline = time.monotonic() + 30  # let some pushes finish (bounded), then kill
+            while len(ledger.acknowledged) == before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.1, 0.6))
             os.kill(server.process.pid, signal.SIGKILL)
             server.process.wait(timeout=30)
             stop.set()
