@@ -154,14 +154,22 @@ class UploadService:
     ) -> tuple[Upload, ResumableHasher]:
         """Add a request body to the session; ``start`` must match its current size."""
         writer = await self._open(upload, start)
+        advanced = upload
         try:
-            upload, hasher = await self._append_locked(upload, writer, body, length)
+            advanced, hasher = await self._append_locked(upload, writer, body, length)
             await writer.commit()
         except BaseException:
-            await writer.cancel()
+            try:
+                if advanced.offset != upload.offset:  # saved, but its bytes are dropped now
+                    stale = paths.upload_hashstate(
+                        upload.name, upload.id, upload.algorithm, advanced.offset
+                    )
+                    await walk.delete_quietly(self.driver, stale)
+            finally:
+                await writer.cancel()
             raise
-        await self._drop_older_states(upload)
-        return upload, hasher
+        await self._drop_older_states(advanced)
+        return advanced, hasher
 
     async def _open(self, upload: Upload, start: int | None) -> FileWriter:
         if start is not None and start != upload.offset:
