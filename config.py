@@ -44,6 +44,34 @@ class AuthSettings(BaseModel):
         return self
 
 
+class GCSettings(BaseModel):
+    """Garbage collection and upload expiry (``REGISTRY_GC__*``)."""
+
+    grace_seconds: Annotated[float, Field(ge=0)] = 3600
+    """Nothing written, linked or pulled more recently than this is ever collected."""
+    interval_seconds: Annotated[float, Field(ge=0)] = 0
+    """Run an online collection this often inside the server; 0 turns it off."""
+    delete_untagged: bool = False
+    """Whether the periodic collection also removes manifests no tag reaches."""
+    upload_max_age_seconds: Annotated[float, Field(ge=60)] = 24 * 3600
+    """An upload session idle for longer than this is purged."""
+    upload_purge_interval_seconds: Annotated[float, Field(gt=0)] = 600
+    """How often the server looks for expired upload sessions."""
+
+
+class LimitSettings(BaseModel):
+    """Limits that keep hostile or broken clients from exhausting the server."""
+
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024
+    """Total size of a request's header lines; larger requests get 431."""
+    body_idle_seconds: Annotated[float, Field(gt=0)] = 60
+    """The longest a request body may go without sending a byte."""
+    body_min_rate: Annotated[int, Field(ge=0)] = 1024
+    """Bytes/second a body must average (after its first 30 s); 0 turns the check off."""
+    max_uploads_per_client: Annotated[int, Field(ge=0)] = 64
+    """Upload sessions one client address may have open at once; 0 for no cap."""
+
+
 class Settings(BaseSettings):
     """Everything the registry can be told at start-up."""
 
@@ -67,6 +95,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     storage: StorageSettings = StorageSettings()
     auth: AuthSettings = AuthSettings()
+    gc: GCSettings = GCSettings()
+    limits: LimitSettings = LimitSettings()
 
     @model_validator(mode="after")
     def _user_needs_both(self) -> Settings:

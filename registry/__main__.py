@@ -1,4 +1,4 @@
-"""Command line: ``python -m registry [serve]``, ``python -m registry hash-password``."""
+"""Command line: ``python -m registry [serve | gc | scrub | hash-password]``."""
 
 from __future__ import annotations
 
@@ -85,6 +85,7 @@ def serve(settings: Settings) -> int:
     config.errorlog = "-"
     config.include_server_header = False
     config.keep_alive_timeout = 75
+    config.h11_max_incomplete_size = settings.limits.max_header_bytes
     logging.basicConfig(level=config.loglevel, format="%(asctime)s %(levelname)s %(message)s")
     print(f"registry listening on http://{host}:{settings.port} (data in {settings.data_dir})")
     sys.stdout.flush()
@@ -109,9 +110,16 @@ def main() -> int:
         return serve(load_settings())
     if command == "hash-password":
         return hash_password()
+    if command in ("gc", "scrub"):
+        from registry.commands import run_gc, run_scrub
+
+        run = run_gc if command == "gc" else run_scrub
+        return run(load_settings(), sys.argv[2:])
     print(
-        "usage: python -m registry [serve | hash-password USER]\n"
+        "usage: python -m registry [serve | gc | scrub | hash-password USER]\n"
         "  serve          run the registry (settings from REGISTRY_* variables and .env)\n"
+        "  gc             garbage-collect (--dry-run, --delete-untagged, --json); safe online\n"
+        "  scrub          re-hash every blob, report mismatches (--quarantine moves them aside)\n"
         "  hash-password  print an htpasswd line (bcrypt) for USER",
         file=sys.stderr,
     )

@@ -10,9 +10,12 @@ from registry import __version__
 from registry.api import status
 from registry.api.audit import AuditLog, configure_audit_log
 from registry.api.errors import install_error_handlers
+from registry.api.limits import LimitsMiddleware
+from registry.api.openapi import schema as openapi_schema
 from registry.api.v2 import routes as v2_routes
 from registry.auth.setup import create_access_controller
 from registry.auth.tokenserver import router as token_router
+from registry.background import lifespan
 from registry.metrics import RegistryMetrics
 from registry.services import RegistryServices
 from registry.storage.driver import StorageDriver
@@ -52,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="OCI Distribution Spec v1.1 registry",
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.access = access = create_access_controller(settings)
@@ -59,12 +63,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = RegistryMetrics()
     install_error_handlers(app)
     configure_audit_log(settings.auth.audit_log)
+    document = openapi_schema()
+    app.openapi = lambda: document  # type: ignore[method-assign]
     app.router.routes.extend([*status.router.routes, *v2_routes])
     if settings.auth.mode == "token":
         app.router.routes.extend(token_router.routes)
     app.state.metrics.install(app)
     app.add_middleware(ApiVersionHeader)
     app.add_middleware(AuditLog)
+    app.add_middleware(LimitsMiddleware, settings=settings.limits)
     return app
 
 

@@ -71,3 +71,40 @@ def test_invalid_policy_file_stops_with_one_line(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert insecure.returncode == 2 and "HTTPS" in insecure.stderr
+
+
+def _blob(data_dir: Path, content: bytes, name: str | None = None) -> Path:
+    import hashlib
+
+    digest = name or hashlib.sha256(content).hexdigest()
+    path = data_dir / f"docker/registry/v2/blobs/sha256/{digest[:2]}/{digest}/data"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    return path
+
+
+def test_gc_removes_unreferenced_blobs_and_reports_json(tmp_path: Path) -> None:
+    import json
+
+    data_dir = tmp_path / "data"
+    orphan = _blob(data_dir, b"nobody references me")
+    env = {"REGISTRY_DATA_DIR": str(data_dir), "REGISTRY_USERNAME": "u", "REGISTRY_PASSWORD": "p"}
+    dry = run_cli(env, "gc", "--dry-run", "--json", "--grace", "0", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["blobs_removed"] == 1 and orphan.exists()
+    result = run_cli(env, "gc", "--grace", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "removed 1 (20 B freed)" in result.stdout and not orphan.exists()
+
+
+def test_scrub_finds_and_quarantines_a_corrupt_blob(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    _blob(data_dir, b"fine")
+    bad = _blob(data_dir, b"tampered", name="ab" + "0" * 62)
+    env = {"REGISTRY_DATA_DIR": str(data_dir), "REGISTRY_USERNAME": "u", "REGISTRY_PASSWORD": "p"}
+    moved = run_cli(env, "scrub", "--quarantine", cwd=tmp_path)
+    assert moved.returncode == 1 and "2 blobs" in moved.stdout, moved.stderr
+    assert "CORRUPT sha256:ab000" in moved.stdout and "(quarantined)" in moved.stdout
+    assert not bad.exists()
+    assert (data_dir / f"docker/registry/v2/_quarantine/sha256/{'ab' + '0' * 62}").exists()
+    assert run_cli(env, "scrub", cwd=tmp_path).returncode == 0

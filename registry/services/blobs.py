@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from registry.oci.digest import Digest
 from registry.oci.errors import ErrorCode, RegistryError
 from registry.services import paths
-from registry.storage.driver import PathNotFound, StorageDriver
+from registry.storage.driver import PathNotFound, StorageDriver, StorageError
+
+# A link used (pulled, checked before a push) is rewritten at most this often, so garbage
+# collection's grace window counts from the last use, not only from the push.
+LINK_REFRESH = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +32,20 @@ class BlobService:
 
     async def _is_linked(self, name: str, digest: Digest) -> bool:
         for link in (paths.layer_link(name, digest), paths.manifest_revision_link(name, digest)):
-            try:
-                await self.driver.stat(link)
+            if await self.touch_link(link):
                 return True
-            except PathNotFound:
-                continue
         return False
+
+    async def touch_link(self, link: str) -> bool:
+        """Whether ``link`` exists; if last written long ago, write it again (a use)."""
+        try:
+            info = await self.driver.stat(link)
+        except PathNotFound:
+            return False
+        if info.modified < time.time() - LINK_REFRESH:
+            with contextlib.suppress(StorageError):  # a read-only store still serves
+                await self.driver.put_content(link, await self.driver.get_content(link))
+        return True
 
     async def exists(self, digest: Digest) -> int | None:
         """The size of a stored blob, in any repository, or None."""

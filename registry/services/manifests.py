@@ -12,6 +12,7 @@ from registry.oci.errors import ErrorCode, RegistryError
 from registry.oci.manifest import Descriptor, Manifest, parse_manifest, stored_media_type
 from registry.services import paths
 from registry.services.blobs import BlobService
+from registry.services.gc import tombstoned
 from registry.storage.driver import PathNotFound, StorageDriver
 
 
@@ -65,11 +66,7 @@ class ManifestService:
             return None
 
     async def _has_revision(self, name: str, digest: Digest) -> bool:
-        try:
-            await self.driver.stat(paths.manifest_revision_link(name, digest))
-            return True
-        except PathNotFound:
-            return False
+        return await self.blobs.touch_link(paths.manifest_revision_link(name, digest))
 
     async def resolve(self, name: str, reference: str | Digest) -> Digest:
         """The digest a tag points at (or the digest itself) if ``name`` has that manifest."""
@@ -122,15 +119,41 @@ class ManifestService:
             await self.driver.put_content(
                 paths.referrer_link(name, manifest.subject.digest, digest), str(digest).encode()
             )
-        await self.driver.put_content(
-            paths.manifest_revision_link(name, digest), str(digest).encode()
-        )
+        existed = await self._has_revision(name, digest)
+        revision = paths.manifest_revision_link(name, digest)
+        await self.driver.put_content(revision, str(digest).encode())
+        await self._check_not_being_swept(name, manifest, existed)
         for tag in dict.fromkeys(tags):
             await self.driver.put_content(
                 paths.tag_index_link(name, tag, digest), str(digest).encode()
             )
             await self.driver.put_content(paths.tag_current_link(name, tag), str(digest).encode())
         return manifest
+
+    async def _check_not_being_swept(self, name: str, manifest: Manifest, existed: bool) -> None:
+        """After the revision is written: give it back if a collection is sweeping its parts.
+
+        See ``registry.services.gc``: either the collector's re-check sees this revision and
+        spares what it references, or this check sees the collector's tombstones.
+        """
+        digest = manifest.digest
+        candidates = [paths.blob_tombstone(digest), paths.revision_tombstone(name, digest)]
+        for descriptor in manifest.blobs:
+            candidates.append(paths.blob_tombstone(descriptor.digest))
+            candidates.append(paths.layer_tombstone(name, descriptor.digest))
+        for descriptor in manifest.manifests:
+            candidates.append(paths.blob_tombstone(descriptor.digest))
+            candidates.append(paths.revision_tombstone(name, descriptor.digest))
+        found = await tombstoned(self.driver, candidates)
+        if found is None:
+            return
+        if not existed:
+            await self._delete_quietly(paths.manifest_revision_link(name, digest))
+        raise RegistryError(
+            ErrorCode.MANIFEST_BLOB_UNKNOWN,
+            {"digest": found.rsplit("/", 2)[-2] + ":" + found.rsplit("/", 1)[-1], "gc": True},
+            message="a referenced blob or manifest is being garbage collected; push it again",
+        )
 
     async def _check_references(self, name: str, manifest: Manifest) -> None:
         async def blob_missing(descriptor: Descriptor) -> bool:

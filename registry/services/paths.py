@@ -13,6 +13,11 @@ A data folder (or bucket prefix) written by ``registry:2`` is served as it is, a
         _uploads/<id>/data                             bytes received so far
         _uploads/<id>/startedat                        RFC 3339 start time
         _uploads/<id>/hashstates/<alg>/<offset>        running hash after <offset> bytes
+      _gc/lock                                         held by the one running collection (ours)
+      _gc/tombstones/blobs/<alg>/<hex>                 blob about to be swept (ours)
+      _gc/tombstones/repositories/<name>/_layers/<alg>/<hex>      link about to be swept
+      _gc/tombstones/repositories/<name>/_revisions/<alg>/<hex>   revision about to be swept
+      _quarantine/<alg>/<hex>                          blob whose bytes do not match (scrub)
 
 A link file holds the digest as text. Every function takes a name, tag or digest that was
 already validated by ``registry.oci``; none ever sees raw request text.
@@ -88,3 +93,47 @@ def upload_hashstates(name: str, upload_id: str, algorithm: str) -> str:
 
 def upload_hashstate(name: str, upload_id: str, algorithm: str, offset: int) -> str:
     return f"{upload_hashstates(name, upload_id, algorithm)}/{offset}"
+
+
+def blob_directory(digest: Digest) -> str:
+    return f"{ROOT}/blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def blobs() -> str:
+    return f"{ROOT}/blobs"
+
+
+def layers(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_layers"
+
+
+def revisions(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/revisions"
+
+
+def uploads(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_uploads"
+
+
+GC = f"{ROOT}/_gc"
+TOMBSTONES = f"{GC}/tombstones"
+
+
+def gc_lock() -> str:
+    return f"{GC}/lock"
+
+
+def blob_tombstone(digest: Digest) -> str:
+    return f"{TOMBSTONES}/blobs/{digest.algorithm}/{digest.hex}"
+
+
+def layer_tombstone(name: str, digest: Digest) -> str:
+    return f"{TOMBSTONES}/repositories/{name}/_layers/{digest.algorithm}/{digest.hex}"
+
+
+def revision_tombstone(name: str, digest: Digest) -> str:
+    return f"{TOMBSTONES}/repositories/{name}/_revisions/{digest.algorithm}/{digest.hex}"
+
+
+def quarantine(digest: Digest) -> str:
+    return f"{ROOT}/_quarantine/{digest.algorithm}/{digest.hex}"

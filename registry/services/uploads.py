@@ -4,6 +4,16 @@ After every request the running hash is saved under ``hashstates/<alg>/<offset>`
 request (on this process or another replica) resumes hashing from there, and completing an
 upload never re-reads its bytes. Received bytes are hashed and written in parallel threads,
 in large buffers, and fsynced before the request is acknowledged.
+
+Every request that changes a session (append, complete, cancel) first opens the driver's
+writer on its ``data``, which is exclusive across processes: that writer is the session lock.
+Under it the session is read again, and the request goes on only if the session still holds
+the bytes the request was built on; otherwise (or if another request holds the lock) it is
+refused with 416 ``RANGE_INVALID`` and the session's current ``Range``, as for an
+out-of-order chunk, and nothing is written. The new hash state is saved before the lock is
+released, so the next holder always sees where the last one stopped; completing hides the
+session (drops its hash states) before releasing the lock, so no late request can append to
+bytes being published.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import asyncio
 import contextlib
 import mmap
 import re
+import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,9 +31,9 @@ from ulid import ULID
 
 from registry.oci.digest import Digest, ResumableHasher
 from registry.oci.errors import ErrorCode, RegistryError
-from registry.services import paths
+from registry.services import paths, walk
 from registry.services.blobs import BlobService
-from registry.storage.driver import FileWriter, PathNotFound, StorageDriver
+from registry.storage.driver import FileWriter, PathBusy, PathNotFound, StorageDriver
 
 _UPLOAD_ID = re.compile(r"[0-9A-Za-z-]{16,64}")
 WRITE_BUFFER = 4 * 1024 * 1024
@@ -68,10 +79,45 @@ class UploadService:
             algorithms = await self.driver.list(f"{paths.upload(name, upload_id)}/hashstates")
             algorithm = next(a for a in algorithms if a in ("sha256", "sha512"))
             offsets = await self.driver.list(paths.upload_hashstates(name, upload_id, algorithm))
-            offset = max(int(o) for o in offsets if o.isdigit())
+            stored = await self._data_size(name, upload_id)
+            # A state is saved just before its bytes are fsynced; after a crash in between,
+            # the older state (deleted only after the fsync) still matches the data.
+            offset = max(int(o) for o in offsets if o.isdigit() and int(o) <= stored)
         except (PathNotFound, StopIteration, ValueError):
             raise self._unknown(upload_id) from None
         return Upload(name, upload_id, offset, algorithm)
+
+    async def _data_size(self, name: str, upload_id: str) -> int:
+        try:
+            return (await self.driver.stat(paths.upload_data(name, upload_id))).size
+        except PathNotFound:
+            return 0
+
+    def _conflict(self, upload: Upload, why: str) -> RegistryError:
+        return RegistryError(
+            ErrorCode.RANGE_INVALID,
+            why,
+            headers={"Range": upload_range(upload.offset), "Location": upload_location(upload)},
+        )
+
+    async def _lock(self, upload: Upload) -> FileWriter:
+        """Hold the session's lock (its data writer); the session must not have moved on."""
+        data = paths.upload_data(upload.name, upload.id)
+        try:
+            writer = await self.driver.writer(data, upload.offset)
+        except PathBusy:
+            raise self._conflict(upload, "another request is writing this upload") from None
+        except PathNotFound:
+            raise self._unknown(upload.id) from None
+        try:
+            current = await self.get(upload.name, upload.id)
+        except BaseException:
+            await writer.cancel()
+            raise
+        if current.offset != upload.offset:
+            await writer.cancel()
+            raise self._conflict(current, "the upload changed while this request was waiting")
+        return writer
 
     async def _save_state(self, upload: Upload, hasher: ResumableHasher) -> None:
         state = hasher.state() or b""
@@ -107,32 +153,52 @@ class UploadService:
         length: int | None = None,
     ) -> tuple[Upload, ResumableHasher]:
         """Add a request body to the session; ``start`` must match its current size."""
-        if start is not None and start != upload.offset:
-            raise RegistryError(
-                ErrorCode.RANGE_INVALID,
-                f"chunk starts at {start}, upload has {upload.offset} bytes",
-                headers={"Range": upload_range(upload.offset), "Location": upload_location(upload)},
-            )
-        hasher = await self._load_hasher(upload)
-        writer = await self.driver.writer(paths.upload_data(upload.name, upload.id), upload.offset)
+        writer = await self._open(upload, start)
+        advanced = upload
         try:
-            received = await _pump(body, hasher, writer)
-            if length is not None and received != length:
-                raise RegistryError(
-                    ErrorCode.SIZE_INVALID, f"expected {length} bytes, received {received}"
-                )
+            advanced, hasher = await self._append_locked(upload, writer, body, length)
             await writer.commit()
         except BaseException:
-            await writer.cancel()
+            try:
+                if advanced.offset != upload.offset:  # saved, but its bytes are dropped now
+                    stale = paths.upload_hashstate(
+                        upload.name, upload.id, upload.algorithm, advanced.offset
+                    )
+                    await walk.delete_quietly(self.driver, stale)
+            finally:
+                await writer.cancel()
             raise
+        await self._drop_older_states(advanced)
+        return advanced, hasher
+
+    async def _open(self, upload: Upload, start: int | None) -> FileWriter:
+        if start is not None and start != upload.offset:
+            raise self._conflict(upload, f"chunk starts at {start}, upload has {upload.offset}")
+        return await self._lock(upload)
+
+    async def _append_locked(
+        self, upload: Upload, writer: FileWriter, body: AsyncIterable[bytes], length: int | None
+    ) -> tuple[Upload, ResumableHasher]:
+        """Write ``body`` through ``writer`` (held) and save the new hash state."""
+        hasher = await self._load_hasher(upload)
+        received = await _pump(body, hasher, writer)
+        if length is not None and received != length:
+            raise RegistryError(
+                ErrorCode.SIZE_INVALID, f"expected {length} bytes, received {received}"
+            )
         if received == 0:
             return upload, hasher
         advanced = Upload(upload.name, upload.id, upload.offset + received, upload.algorithm)
         await self._save_state(advanced, hasher)
-        stale = paths.upload_hashstate(upload.name, upload.id, upload.algorithm, upload.offset)
-        with contextlib.suppress(PathNotFound):
-            await self.driver.delete(stale)
         return advanced, hasher
+
+    async def _drop_older_states(self, upload: Upload) -> None:
+        base = paths.upload_hashstates(upload.name, upload.id, upload.algorithm)
+        with contextlib.suppress(PathNotFound):
+            for offset in await self.driver.list(base):
+                if offset.isdigit() and int(offset) < upload.offset:
+                    with contextlib.suppress(PathNotFound):
+                        await self.driver.delete(f"{base}/{offset}")
 
     async def complete(
         self,
@@ -143,15 +209,24 @@ class UploadService:
         length: int | None = None,
     ) -> Upload:
         """Verify the content against ``digest``, publish it and link it into the repository."""
-        if body is not None:
-            upload, hasher = await self.append(upload, body, start, length)
-        else:
-            hasher = await self._load_hasher(upload)
-        if digest.algorithm != hasher.algorithm:
-            hasher = await self._rehash(upload, digest.algorithm)
-        actual = hasher.digest()
+        writer = await self._open(upload, start)
+        try:
+            if body is not None:
+                upload, hasher = await self._append_locked(upload, writer, body, length)
+            else:
+                hasher = await self._load_hasher(upload)
+            if digest.algorithm != hasher.algorithm:
+                hasher = await self._rehash(upload, digest.algorithm)
+            actual = hasher.digest()
+            # From here the session is over whatever happens: hide it before the lock goes.
+            with contextlib.suppress(PathNotFound):
+                await self.driver.delete(f"{paths.upload(upload.name, upload.id)}/hashstates")
+            await writer.commit()
+        except BaseException:
+            await writer.cancel()
+            raise
         if actual != digest:
-            await self.cancel(upload)
+            await self._remove(upload)
             raise RegistryError(
                 ErrorCode.DIGEST_INVALID,
                 {"expected": str(digest), "actual": str(actual)},
@@ -163,14 +238,56 @@ class UploadService:
             else:
                 await self.driver.move(data, paths.blob_data(digest))
         await self.blobs.link(upload.name, digest)
-        await self.cancel(upload)
+        await self._remove(upload)
         return upload
 
     async def cancel(self, upload: Upload) -> None:
+        """Abandon the session and its bytes (once no other request is writing it)."""
+        writer = await self._lock(upload)
         try:
+            await self._remove(upload)
+        finally:
+            await writer.cancel()
+
+    async def _remove(self, upload: Upload) -> None:
+        with contextlib.suppress(PathNotFound):
             await self.driver.delete(paths.upload(upload.name, upload.id))
-        except PathNotFound:
-            raise self._unknown(upload.id) from None
+
+    @staticmethod
+    async def expire(
+        driver: StorageDriver, max_age: float, now: float | None = None, dry_run: bool = False
+    ) -> int:
+        """Delete sessions idle for more than ``max_age`` seconds; how many (would) go.
+
+        A session's age is its last write (data, hash state or start). One that a request is
+        writing right now is never touched: its lock is taken first, and a busy one skipped.
+        """
+        cutoff = (time.time() if now is None else now) - max_age
+        purged = 0
+        for name in await walk.repositories(driver):
+            for upload_id in await walk.listing(driver, paths.uploads(name)):
+                base = paths.upload(name, upload_id)
+                infos = [
+                    await walk.stat_or_none(driver, path)
+                    for path in (base, f"{base}/data", f"{base}/startedat", f"{base}/hashstates")
+                ]
+                seen = [info.modified for info in infos if info is not None]
+                if not seen or max(seen) >= cutoff:
+                    continue
+                if dry_run:
+                    purged += 1
+                    continue
+                size = infos[1].size if infos[1] is not None else 0
+                try:
+                    lock = await driver.writer(f"{base}/data", size)
+                except (PathBusy, PathNotFound):
+                    continue
+                try:
+                    if await walk.delete_quietly(driver, base):
+                        purged += 1
+                finally:
+                    await lock.cancel()
+        return purged
 
 
 def upload_location(upload: Upload) -> str:

@@ -91,9 +91,12 @@ class StorageDriver(Protocol):
     async def writer(self, path: str, offset: int = 0) -> FileWriter:
         """A writer that continues the file at ``offset``, dropping any bytes after it.
 
-        Writers are exclusive across processes and replicas: while one is open on ``path``,
-        opening another raises ``PathBusy``. ``offset > 0`` on a missing file raises
-        ``PathNotFound``.
+        Writers are exclusive across processes and replicas: while one is open on ``path``
+        (until its ``commit`` or ``cancel``), opening another raises ``PathBusy`` at once.
+        ``offset > 0`` on a missing file raises ``PathNotFound`` (a deleted file is never
+        recreated). Bytes after ``offset`` are dropped at the first write or at ``commit``;
+        a writer cancelled before any write leaves the file exactly as it was, so a caller
+        may open one only to hold the lock while it re-checks its own state.
         """
         ...
 

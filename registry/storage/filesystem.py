@@ -3,11 +3,18 @@
 Whole-file writes go to a temporary file in the same directory, are fsynced, renamed into
 place and the directory fsynced, so a crash leaves the old file or the new one, never a mix.
 Blocking calls run in worker threads so the event loop never waits on the disk.
+
+A writer holds an exclusive, non-blocking ``flock`` on a sibling ``.<name>.lock`` file from
+the moment it opens until ``commit`` or ``cancel``: a second writer on the same path, in this
+process or any other sharing the folder, gets ``PathBusy`` at once instead of interleaving
+bytes. The lock file is left in place (deleting it would race with a new locker) and goes
+away with its directory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import fcntl
 import mmap
@@ -17,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from registry.storage.driver import FileInfo, PathNotFound, StorageError, check_path
+from registry.storage.driver import FileInfo, PathBusy, PathNotFound, StorageError, check_path
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -25,6 +32,30 @@ WILLNEED = os.POSIX_FADV_WILLNEED
 READ_AHEAD = 16 * 1024 * 1024  # asked of the kernel ahead of the reader (cold blobs)
 DIRECT_ALIGN = 4096  # O_DIRECT offsets and lengths are multiples of this
 DIRECT_BUFFER = 8 * 1024 * 1024
+
+
+def lock_name(name: str) -> str:
+    """The lock file that guards writers of the file called ``name`` (same directory)."""
+    return f".{name}.lock"
+
+
+def _is_internal(name: str) -> bool:
+    """Temporary and lock files, which ``list`` never shows."""
+    return name.endswith(".tmp") or (name.startswith(".") and name.endswith(".lock"))
+
+
+def _acquire_lock(full: Path) -> int:
+    """An open descriptor holding an exclusive flock for writers of ``full``; PathBusy if taken."""
+    fd = os.open(full.with_name(lock_name(full.name)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PathBusy(str(full)) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _fsync_dir(path: Path) -> None:
@@ -65,12 +96,27 @@ class FilesystemWriter:
     the disk write itself. O_DIRECT needs block-aligned offsets and lengths, so a writer that
     starts mid-block first re-reads that block's head, and the unaligned tail is written
     through the page cache at commit.
+
+    Bytes after ``start`` (left by an interrupted writer) are dropped at the first write or at
+    commit, not at open: a writer that is cancelled without writing changes nothing, so a
+    caller may open one just to hold the lock while it re-checks its own state.
     """
 
-    def __init__(self, fd: int, start: int, direct: bool = False, head: bytes = b"") -> None:
+    def __init__(
+        self,
+        fd: int,
+        start: int,
+        direct: bool = False,
+        head: bytes = b"",
+        lock_fd: int = -1,
+        stale_tail: bool = False,
+    ) -> None:
         self._fd = fd
+        self._lock_fd = lock_fd
         self._start = start
         self._size = start
+        self._stale_tail = stale_tail
+        self._wrote = False
         self._staging: mmap.mmap | None = None
         self._staged = 0
         if direct:
@@ -82,7 +128,14 @@ class FilesystemWriter:
     def size(self) -> int:
         return self._size
 
+    def _drop_stale_tail(self) -> None:
+        if self._stale_tail:
+            os.ftruncate(self._fd, self._start)
+            self._stale_tail = False
+
     def _write_all(self, data: bytes | bytearray | memoryview) -> None:
+        self._drop_stale_tail()
+        self._wrote = True
         view = memoryview(data).cast("B")
         if self._staging is None or (self._staged == 0 and _is_aligned(view)):
             while view:  # buffered, or an aligned buffer O_DIRECT can take as it is
@@ -116,6 +169,7 @@ class FilesystemWriter:
     def _finish(self, keep: bool) -> None:
         try:
             if keep:
+                self._drop_stale_tail()
                 if self._staging is not None and self._staged:
                     self._flush_staging(self._staged - self._staged % DIRECT_ALIGN)
                     if self._staged:  # the unaligned tail goes through the page cache
@@ -126,13 +180,16 @@ class FilesystemWriter:
                         while written < len(tail):
                             written += os.write(self._fd, tail[written:])
                 os.fsync(self._fd)
-            else:
+            elif self._wrote:
                 os.ftruncate(self._fd, self._start)
         finally:
             os.close(self._fd)
             self._fd = -1
             if self._staging is not None:
                 self._staging.close()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
 
     async def commit(self) -> None:
         await asyncio.to_thread(self._finish, True)
@@ -227,24 +284,30 @@ class FilesystemDriver:
             file.close()
 
     def _open_writer(self, full: Path, offset: int) -> FilesystemWriter:
-        _make_parents(full)
-        fd = os.open(full, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if offset == 0:
+            _make_parents(full)
+            fd = os.open(full, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        else:  # continuing a file that must exist: never recreate a deleted one
+            fd = os.open(full, os.O_RDWR | os.O_CLOEXEC)
+        lock_fd = -1
         try:
+            lock_fd = _acquire_lock(full)
             size = os.fstat(fd).st_size
             if size < offset:
                 raise StorageError(f"{full.name}: has {size} bytes, cannot continue at {offset}")
-            if size > offset:
-                os.ftruncate(fd, offset)
             block_start = offset - offset % DIRECT_ALIGN
             head = os.pread(fd, offset - block_start, block_start)  # before O_DIRECT is on
+            stale_tail = size > offset
             if self.direct_io and self._enable_direct(fd):
                 os.lseek(fd, block_start, os.SEEK_SET)
-                return FilesystemWriter(fd, offset, direct=True, head=head)
+                return FilesystemWriter(fd, offset, True, head, lock_fd, stale_tail)
             os.lseek(fd, offset, os.SEEK_SET)
         except BaseException:
             os.close(fd)
+            if lock_fd >= 0:
+                os.close(lock_fd)
             raise
-        return FilesystemWriter(fd, offset)
+        return FilesystemWriter(fd, offset, lock_fd=lock_fd, stale_tail=stale_tail)
 
     def _enable_direct(self, fd: int) -> bool:
         """Switch ``fd`` to O_DIRECT; False (and remembered) where the filesystem refuses it."""
@@ -257,7 +320,16 @@ class FilesystemDriver:
 
     async def writer(self, path: str, offset: int = 0) -> FilesystemWriter:
         full = self._full(path)
-        return await self._run(path, lambda: self._open_writer(full, offset))
+        opening = asyncio.ensure_future(self._run(path, lambda: self._open_writer(full, offset)))
+        try:
+            return await asyncio.shield(opening)
+        except PathBusy:
+            raise PathBusy(path) from None
+        except asyncio.CancelledError:
+            # The thread finishes anyway: close what it opened, or the lock stays held.
+            with contextlib.suppress(BaseException):
+                await (await opening).cancel()
+            raise
 
     async def stat(self, path: str) -> FileInfo:
         full = self._full(path)
@@ -268,7 +340,7 @@ class FilesystemDriver:
     async def list(self, path: str) -> list[str]:
         full = self._full(path)
         names = await self._run(path, lambda: os.listdir(full))
-        return [name for name in names if not name.endswith(".tmp")]
+        return [name for name in names if not _is_internal(name)]
 
     def _move(self, source: Path, destination: Path) -> None:
         _make_parents(destination)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from registry.storage.driver import PathNotFound, StorageDriver, StorageError
+from registry.storage.driver import PathBusy, PathNotFound, StorageDriver, StorageError
 
 pytestmark = pytest.mark.anyio
 
@@ -100,3 +100,43 @@ async def test_unsafe_paths_are_refused(driver: StorageDriver, path: str) -> Non
     with pytest.raises(StorageError) as caught:
         await driver.put_content(path, b"x")
     assert not isinstance(caught.value, PathNotFound)
+
+
+async def test_writers_are_exclusive(driver: StorageDriver) -> None:
+    first = await driver.writer("up/data", 0)
+    await first.write(b"abc")
+    with pytest.raises(PathBusy):
+        await driver.writer("up/data", 0)
+    with pytest.raises(PathBusy):
+        await driver.writer("up/data", 3)
+    await first.commit()
+    second = await driver.writer("up/data", 3)  # released by commit
+    with pytest.raises(PathBusy):
+        await driver.writer("up/data", 3)
+    await second.cancel()
+    third = await driver.writer("up/data", 3)  # released by cancel
+    await third.write(b"def")
+    await third.commit()
+    assert await driver.get_content("up/data") == b"abcdef"
+    other = await driver.writer("up/other", 0)  # another path is independent
+    await other.cancel()
+
+
+async def test_writer_continuing_a_missing_file_raises_path_not_found(
+    driver: StorageDriver,
+) -> None:
+    with pytest.raises(PathNotFound):
+        await driver.writer("gone/data", 5)
+    with pytest.raises(PathNotFound):
+        await driver.list("gone")  # and nothing was created on the way
+
+
+async def test_writer_cancelled_before_writing_changes_nothing(driver: StorageDriver) -> None:
+    await driver.put_content("up/data", b"0123456789")
+    writer = await driver.writer("up/data", 4)
+    await writer.cancel()
+    assert await driver.get_content("up/data") == b"0123456789"
+    assert await driver.list("up") == ["data"]  # no lock or temporary file is listed
+    committed = await driver.writer("up/data", 4)
+    await committed.commit()  # a commit drops the unacknowledged tail even with no write
+    assert await driver.get_content("up/data") == b"0123"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from registry.storage.driver import PathBusy
 from registry.storage.filesystem import DIRECT_BUFFER, FilesystemDriver
 
 pytestmark = pytest.mark.anyio
@@ -48,3 +52,40 @@ async def test_writes_at_unaligned_offsets_across_buffers(tmp_path: Path, direct
     await cancelled.write(b"x" * 10_000)
     await cancelled.cancel()
     assert (tmp_path / "upload/data").read_bytes() == data[:4097]
+
+
+def test_writer_lock_holds_across_processes(tmp_path: Path) -> None:
+    """A writer open in another process makes this one's writer raise PathBusy."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, sys\n"
+            "from registry.storage.filesystem import FilesystemDriver\n"
+            "async def main():\n"
+            f"    w = await FilesystemDriver({str(tmp_path)!r}).writer('up/data', 0)\n"
+            "    print('locked', flush=True)\n"
+            "    sys.stdin.readline()\n"
+            "    await w.commit()\n"
+            "asyncio.run(main())\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "locked"
+        driver = FilesystemDriver(tmp_path)
+        with pytest.raises(PathBusy):
+            asyncio.run(driver.writer("up/data", 0))
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(timeout=30) == 0
+        writer = asyncio.run(driver.writer("up/data", 0))
+        asyncio.run(writer.cancel())
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
