@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,6 +18,7 @@ from registry.metrics import RegistryMetrics
 from registry.services import RegistryServices
 from registry.storage.driver import StorageDriver
 from registry.storage.filesystem import FilesystemDriver
+from registry.storage.s3 import S3Driver
 
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 
@@ -39,7 +43,17 @@ class ApiVersionHeader:
 
 
 def create_driver(settings: Settings) -> StorageDriver:
+    """The backend ``REGISTRY_STORAGE__BACKEND`` names."""
+    if settings.storage.backend == "s3":
+        return S3Driver(settings.storage.s3)
     return FilesystemDriver(settings.data_dir)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Release the storage driver's connections at shutdown."""
+    yield
+    await app.state.services.driver.close()
 
 
 def create_access_controller(settings: Settings) -> BasicAccessController:
@@ -63,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="OCI Distribution Spec v1.1 registry",
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.services = RegistryServices.over(create_driver(settings))
