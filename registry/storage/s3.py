@@ -134,7 +134,7 @@ class S3Writer:
                 )
             self._parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
 
-    async def _upload_part(self, data: bytes) -> None:
+    async def _upload_part(self, data: bytes | bytearray) -> None:
         upload_id = await self._multipart()
         client = await self._driver.client()
         number = len(self._parts) + 1
@@ -155,8 +155,12 @@ class S3Writer:
         self._size += len(data)
         part_size = self._driver.settings.part_size
         while len(self._buffer) >= part_size:
-            part = bytes(self._buffer[:part_size])
-            del self._buffer[:part_size]
+            if len(self._buffer) == part_size:  # the usual case: hand the buffer over
+                part, self._buffer = self._buffer, bytearray()
+            else:
+                with memoryview(self._buffer) as view:
+                    part = bytearray(view[:part_size])
+                del self._buffer[:part_size]
             await self._upload_part(part)
             await self._lock.renew_if_due()
 
@@ -316,6 +320,10 @@ class S3Driver:
                         connect_timeout=10,
                         max_pool_connections=self.settings.max_connections,
                         signature_version="s3v4",
+                        # no CRC trailers on every upload: MinIO, Ceph RGW and GCS reject
+                        # botocore's newer default, and the registry checks sha256 itself
+                        request_checksum_calculation="when_required",
+                        response_checksum_validation="when_required",
                     )
                     self._client = await stack.enter_async_context(
                         _session().create_client(
