@@ -286,11 +286,17 @@ class _Lock:
         if self._etag is None:
             return
         client = await self._driver.client()
-        with contextlib.suppress(StorageError), _translated(self._path):
-            await client.delete_object(
-                Bucket=self._driver.bucket, Key=self._key, IfMatch=self._etag
-            )
-        self._etag = None
+        etag, self._etag = self._etag, None
+        try:
+            with _translated(self._path):
+                await client.delete_object(Bucket=self._driver.bucket, Key=self._key, IfMatch=etag)
+        except StorageError as error:
+            cause = error.__cause__
+            if isinstance(cause, ClientError) and _code(cause) in _PRECONDITION | _NOT_FOUND:
+                return  # our lease expired and another writer holds the path now
+            # a store without conditional deletes: delete it anyway, else it blocks for TTL
+            with contextlib.suppress(StorageError), _translated(self._path):
+                await client.delete_object(Bucket=self._driver.bucket, Key=self._key)
 
 
 class S3Driver:

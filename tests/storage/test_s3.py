@@ -129,3 +129,14 @@ def test_copy_ranges_respect_s3_part_limits() -> None:
         assert ranges[0][0] == 0 and ranges[-1][1] == size - 1
         assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
         assert all(MIN_PART <= last - first + 1 <= MAX_COPY_PART for first, last in ranges)
+
+
+async def test_release_keeps_a_lease_another_writer_took_over(s3_driver: S3Driver) -> None:
+    writer = await s3_driver.writer("up/data", 0)
+    taken = json.dumps({"owner": "other", "expires": time.time() + 60}).encode()
+    await s3_driver.put_content(f"{LOCKS}/up/data", taken)  # as after our lease expired
+    await writer.write(b"x")
+    await writer.commit()
+    assert await s3_driver.get_content(f"{LOCKS}/up/data") == taken
+    with pytest.raises(PathBusy):
+        await s3_driver.writer("up/data", 0)
