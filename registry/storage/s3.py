@@ -42,6 +42,7 @@ MIB = 1024 * 1024
 MIN_PART = 5 * MIB  # S3's smallest part, except the last one
 MAX_COPY_PART = 5 * 1024 * MIB  # S3's largest part, also for UploadPartCopy
 READ_CHUNK = MIB
+READ_AHEAD = 4  # chunks read ahead of the caller, per stream
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 LOCKS = "_registry/locks"
@@ -387,14 +388,33 @@ class S3Driver:
                 return
             raise
         body = response["Body"]
+        ahead: asyncio.Queue[bytes | StorageError] = asyncio.Queue(maxsize=READ_AHEAD)
+
+        async def fetch() -> None:  # keeps reading from S3 while the caller sends a chunk
+            while True:
+                try:
+                    with _translated(path):
+                        chunk = await body.read(READ_CHUNK)
+                except StorageError as error:
+                    await ahead.put(error)
+                    return
+                await ahead.put(chunk)
+                if not chunk:
+                    return
+
+        fetcher = asyncio.ensure_future(fetch())
         try:
             while True:
-                with _translated(path):
-                    chunk = await body.read(READ_CHUNK)
-                if not chunk:
+                item = await ahead.get()
+                if isinstance(item, StorageError):
+                    raise item
+                if not item:
                     break
-                yield chunk
+                yield item
         finally:
+            fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
             body.close()
 
     async def writer(self, path: str, offset: int = 0) -> S3Writer:
