@@ -92,10 +92,11 @@ def start_ours(workdir: Path, extra_env: dict[str, str] | None = None) -> Server
     return Server("ours", process, port, data)
 
 
-def start_distribution(workdir: Path, auth: bool = True) -> Server:
+def start_distribution(workdir: Path, auth: bool = True, storage: str | None = None) -> Server:
     """Debian's ``docker-registry`` (CNCF distribution) with filesystem storage and htpasswd.
 
     With ``auth=False`` it runs open (no auth section), for the unauthenticated small requests.
+    ``storage`` replaces the filesystem block (YAML indented under ``storage:``), e.g. S3.
     """
     binary = shutil.which("docker-registry")
     if binary is None:
@@ -106,16 +107,19 @@ def start_distribution(workdir: Path, auth: bool = True) -> Server:
     htpasswd = workdir / "htpasswd"
     htpasswd.write_text(htpasswd_line())
     port = free_port()
+    storage_block = storage or f"  filesystem:\n    rootdirectory: {data}\n"
     config = workdir / "distribution.yml"
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: error\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n"
+        f"storage:\n{storage_block}  delete:\n    enabled: true\n"
         + (f"auth:\n  htpasswd:\n    realm: bench\n    path: {htpasswd}\n" if auth else "")
         + f"http:\n  addr: 127.0.0.1:{port}\n"
     )
     log = open(workdir / "distribution.log", "ab")  # noqa: SIM115
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+    # its AWS SDK panics on a custom CA bundle with its transport; plain http needs none
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log, env=env)
     _wait(port, process)
     return Server("distribution", process, port, data)
 
@@ -133,3 +137,24 @@ def peak_rss(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM")
+
+
+def start_moto(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A local S3 endpoint (``moto_server`` from the dev dependencies); (process, URL)."""
+    binary = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+    binary = binary or shutil.which("moto_server")
+    if binary is None:
+        raise SystemExit("moto_server is not installed (make setup installs moto[server])")
+    port = free_port()
+    log = open(workdir / "moto.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return process, url
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.1)

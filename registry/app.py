@@ -20,6 +20,7 @@ from registry.metrics import RegistryMetrics
 from registry.services import RegistryServices
 from registry.storage.driver import StorageDriver
 from registry.storage.filesystem import FilesystemDriver
+from registry.storage.s3 import S3Driver
 
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 
@@ -44,6 +45,9 @@ class ApiVersionHeader:
 
 
 def create_driver(settings: Settings) -> StorageDriver:
+    """The backend ``REGISTRY_STORAGE__BACKEND`` names."""
+    if settings.storage.backend == "s3":
+        return S3Driver(settings.storage.s3)
     return FilesystemDriver(settings.data_dir)
 
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from config import Settings
+from config import Settings, StorageSettings
 from registry.app import create_app
+from tests.s3 import S3Endpoint, s3_endpoint
 
 USER, PASSWORD = "tester", "s3cret-pass"
 
@@ -21,14 +22,33 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", username=USER, password=PASSWORD, _env_file=None)
+@pytest.fixture(params=["filesystem", "s3"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every API test runs on each storage backend."""
+    param: str = request.param
+    return param
 
 
 @pytest.fixture
-def app(settings: Settings) -> FastAPI:
-    return create_app(settings)
+def settings(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Settings:
+    storage = StorageSettings()
+    if backend == "s3":
+        endpoint: S3Endpoint = request.getfixturevalue("s3")
+        storage = StorageSettings(backend="s3", s3=endpoint.settings(prefix="reg"))
+    return Settings(
+        data_dir=tmp_path / "data",
+        username=USER,
+        password=PASSWORD,
+        storage=storage,
+        _env_file=None,
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    yield application
+    await application.state.services.driver.close()
 
 
 @pytest.fixture
@@ -45,3 +65,10 @@ async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """One local S3 endpoint (moto server) for the whole run; tests take fresh buckets."""
+    with s3_endpoint(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        yield endpoint

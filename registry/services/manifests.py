@@ -217,8 +217,8 @@ class ManifestService:
         try:
             names = await self.driver.list(paths.tags(name))
         except PathNotFound:
-            try:
-                await self.driver.stat(paths.manifests(name))
+            try:  # object stores keep no empty folders: any key under the repository counts
+                await self.driver.stat(paths.repository(name))
             except PathNotFound:
                 raise RegistryError(ErrorCode.NAME_UNKNOWN, {"name": name}) from None
             names = []

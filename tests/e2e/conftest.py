@@ -108,25 +108,33 @@ def start_registry(data_dir: Path, log: Path, **env: str) -> Server:
     return server
 
 
-def start_distribution(data_dir: Path, workdir: Path) -> Server:
-    """The reference registry (Debian's ``docker-registry``) over ``data_dir``, no auth."""
+def start_distribution(data_dir: Path, workdir: Path, storage: str | None = None) -> Server:
+    """The reference registry (Debian's ``docker-registry``) over ``data_dir``, no auth.
+
+    ``storage`` replaces the filesystem storage block (YAML, indented under ``storage:``).
+    """
     binary = shutil.which("docker-registry")
     require(
         binary is not None, "docker-registry is not installed (apt-get install docker-registry)"
     )
     assert binary is not None
     port = free_port()
+    storage_block = storage or f"  filesystem:\n    rootdirectory: {data_dir}\n"
     config = workdir / f"distribution-{port}.yml"
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {data_dir}\n  delete:\n    enabled: true\n"
+        f"storage:\n{storage_block}  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
     log = workdir / f"distribution-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
+            [binary, "serve", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # its AWS SDK refuses a custom CA bundle with the transport it uses (panics)
+            env={k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"},
         )
     server = Server(process, port, log)
     try:
