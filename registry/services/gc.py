@@ -127,7 +127,8 @@ class GarbageCollector:
         report = GCReport(dry_run=self.dry_run)
         if not self.dry_run:  # tombstones a crashed run left behind
             await walk.delete_quietly(self.driver, paths.TOMBSTONES)
-        started = self.clock()
+        began = time.time()  # real time, for the re-check: storage stamps writes with it
+        started = self.clock()  # the policy clock (ages, grace), replaceable in tests
         cutoff = started - self.grace
         if self.upload_max_age is not None:
             report.uploads_purged = await UploadService.expire(
@@ -159,7 +160,7 @@ class GarbageCollector:
             }
         if not self.dry_run:
             await self._write_tombstones(repositories, doomed)
-            report.spared_by_recheck = await self._recheck(repositories, doomed, started)
+            report.spared_by_recheck = await self._recheck(repositories, doomed, began, started)
             await self._sweep(repositories, doomed, report)
         else:
             report.manifests_removed = sum(len(r.doomed_revisions) for r in repositories)
@@ -246,10 +247,21 @@ class GarbageCollector:
         await walk.bounded([partial(self.driver.put_content, path, marker) for path in writes])
 
     async def _recheck(
-        self, repositories: list[_Repository], doomed: dict[Digest, int], started: float
+        self,
+        repositories: list[_Repository],
+        doomed: dict[Digest, int],
+        began: float,
+        started: float,
     ) -> int:
-        """Spare whatever was written or linked since the run began (tombstones are down)."""
-        since = started - CLOCK_SLACK
+        """Spare whatever was written or linked since the run began (tombstones are down).
+
+        Revisions written since ``began`` (wall-clock time, as storage stamps writes) belong to
+        manifest PUTs that may have missed the tombstones: whether a write happened during the
+        run is a question of order, not of the grace policy. Links used again are an age
+        question, measured on the policy clock (``started``) like the grace window.
+        """
+        since = began - CLOCK_SLACK
+        used_since = started - CLOCK_SLACK
         spared = 0
         by_name = {r.name: r for r in repositories}
         for name in await walk.repositories(self.driver):
@@ -278,7 +290,7 @@ class GarbageCollector:
                     await walk.delete_quietly(self.driver, paths.revision_tombstone(name, digest))
             for digest in list(repository.doomed_links):  # linked (or pulled) again meanwhile
                 info = await walk.stat_or_none(self.driver, paths.layer_link(name, digest))
-                if info is not None and info.modified >= since:
+                if info is not None and info.modified >= used_since:
                     repository.doomed_links.discard(digest)
                     if doomed.pop(digest, None) is not None:
                         spared += 1
