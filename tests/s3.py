@@ -34,6 +34,7 @@ AWS_ENV = {
 class S3Endpoint:
     url: str
     process: subprocess.Popen[bytes]
+    log: Path  # the endpoint's access log: one line per request
 
     def new_bucket(self) -> str:
         bucket = f"test-{uuid.uuid4().hex[:20]}"
@@ -84,7 +85,7 @@ def s3_endpoint(log: Path) -> Iterator[S3Endpoint]:
         process = subprocess.Popen(
             [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
         )
-    endpoint = S3Endpoint(f"http://127.0.0.1:{port}", process)
+    endpoint = S3Endpoint(f"http://127.0.0.1:{port}", process, log)
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -43,3 +43,24 @@ async def test_blob_get_redirects_to_the_bucket(redirecting: httpx.AsyncClient) 
     assert ranged.status_code == 206 and ranged.content == data[5:10]
     head = await redirecting.head(f"/v2/r/app/blobs/{digest}")
     assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
+
+
+async def test_finishing_an_upload_never_reads_its_bytes_back(
+    s3: S3Endpoint, redirecting: httpx.AsyncClient
+) -> None:
+    """PATCH, PATCH (continued server-side), PUT (server-side copy): no GET of the data."""
+    data = os.urandom(13 * 1024 * 1024)
+    location = (await redirecting.post("/v2/r/big/blobs/uploads/")).headers["location"]
+    upload_id = location.rsplit("/", 1)[1]
+    for start, end in ((0, 6 * 1024 * 1024), (6 * 1024 * 1024, 11 * 1024 * 1024)):
+        patched = await redirecting.patch(
+            location, content=data[start:end], headers={"Content-Range": f"{start}-{end - 1}"}
+        )
+        assert patched.status_code == 202, patched.text
+    done = await redirecting.put(
+        location, params={"digest": sha256(data)}, content=data[11 * 1024 * 1024 :]
+    )
+    assert done.status_code == 201, done.text
+    requests = [line for line in s3.log.read_text().splitlines() if upload_id in line]
+    assert any('"PUT ' in line and "uploadId=" in line for line in requests), requests
+    assert not [line for line in requests if '"GET ' in line and "/data" in line], requests
