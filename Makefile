@@ -25,4 +25,4 @@ lint: $(VENV)/.ready
 # The delivery stage (minutes; needs docker, docker-compose, debootstrap, podman): base images
 # from Debian packages, the image, the compose stack with nginx, the reproducibility check.
 delivery-test: $(VENV)/.ready
-	$(PY) -m pytest -m delivery tests/delivery $(PYTEST_ARGS)
+	$(PY) -m pytest -m delivery -rP tests/delivery $(PYTEST_ARGS)
