@@ -86,7 +86,25 @@ def build_args(base: str) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def image(base_images: tuple[str, str]) -> str:
+def reproducibility_check(base_images: tuple[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """scripts/check-reproducible.sh, started early: its two clean builds run while the other
+    tests build the docker image and drive the compose stack."""
+    env = {"BASE_IMAGE": base_images[0], "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+    with subprocess.Popen(
+        ["scripts/check-reproducible.sh"],
+        cwd=ROOT,
+        env={**os.environ, **env, "BUILDER": "podman"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        yield process
+        if process.poll() is None:
+            process.terminate()
+
+
+@pytest.fixture(scope="session")
+def image(base_images: tuple[str, str], reproducibility_check: subprocess.Popen[str]) -> str:
     """The project image, built by docker's BuildKit from the Dockerfile as a user would."""
     run(
         DOCKER, "build", "--no-cache", "--network", "host", *build_args(base_images[0]),
