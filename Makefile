@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench setup
+.PHONY: run test lint bench setup delivery-test
 $(VENV)/.ready: pyproject.toml poetry.lock scripts/setup-venv.sh
 	scripts/setup-venv.sh
 	touch $@
@@ -21,3 +21,8 @@ test: $(VENV)/.ready
 lint: $(VENV)/.ready
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# The delivery stage (minutes; needs docker, docker-compose, debootstrap, podman): base images
+# from Debian packages, the image, the compose stack with nginx, the reproducibility check.
+delivery-test: $(VENV)/.ready
+	$(PY) -m pytest -m delivery -rP tests/delivery $(PYTEST_ARGS)
