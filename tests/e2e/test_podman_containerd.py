@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import PASSWORD, USER, Server, require
-from tests.e2e.test_skopeo import OCI_MANIFEST, write_blob
+from tests.e2e.test_skopeo import OCI_MANIFEST, write_image_layout
 
 pytestmark = pytest.mark.e2e
 CONTAINERD_SOCKETS = ("/run/docker/containerd/containerd.sock", "/run/containerd/containerd.sock")
@@ -39,47 +39,11 @@ def tar_layer(name: str, content: bytes) -> bytes:
 
 def make_image_layout(layout: Path, tag: str) -> str:
     """An OCI layout with a runnable-shaped image of two tar layers; returns its digest."""
-    layout.mkdir(parents=True)
-    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     layers = [tar_layer(f"file-{n}.bin", os.urandom(200_000)) for n in range(2)]
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": [f"sha256:{hashlib.sha256(layer).hexdigest()}" for layer in layers],
-            },
-        }
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                **write_blob(layout, config),
-            },
-            "layers": [
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar", **write_blob(layout, layer)}
-                for layer in layers
-            ],
-        }
-    ).encode()
-    described = write_blob(layout, manifest)
-    index = {
-        "schemaVersion": 2,
-        "manifests": [
-            {
-                "mediaType": OCI_MANIFEST,
-                **described,
-                "annotations": {"org.opencontainers.image.ref.name": tag},
-            }
-        ],
-    }
-    (layout / "index.json").write_text(json.dumps(index))
-    return str(described["digest"])
+    diff_ids = [f"sha256:{hashlib.sha256(layer).hexdigest()}" for layer in layers]
+    config = {"architecture": "amd64", "os": "linux", "config": {}}
+    config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+    return write_image_layout(layout, tag, json.dumps(config).encode(), layers)
 
 
 def run(*command: str) -> str:

@@ -24,20 +24,10 @@ def write_blob(layout: Path, data: bytes) -> dict[str, object]:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
-def make_layout(layout: Path, tag: str, layers: int) -> str:
-    """An OCI image layout with one image of ``layers`` random layers; returns its digest."""
+def write_image_layout(layout: Path, tag: str, config: bytes, layers: list[bytes]) -> str:
+    """An OCI image layout holding one image, tagged ``tag``; returns the manifest digest."""
     layout.mkdir(parents=True)
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    layer_descriptors = [
-        {
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            **write_blob(layout, os.urandom(50_000)),
-        }
-        for _ in range(layers)
-    ]
-    config = json.dumps(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
-    ).encode()
     manifest = json.dumps(
         {
             "schemaVersion": 2,
@@ -46,7 +36,10 @@ def make_layout(layout: Path, tag: str, layers: int) -> str:
                 "mediaType": "application/vnd.oci.image.config.v1+json",
                 **write_blob(layout, config),
             },
-            "layers": layer_descriptors,
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", **write_blob(layout, layer)}
+                for layer in layers
+            ],
         }
     ).encode()
     described = write_blob(layout, manifest)
@@ -62,6 +55,14 @@ def make_layout(layout: Path, tag: str, layers: int) -> str:
     }
     (layout / "index.json").write_text(json.dumps(index))
     return str(described["digest"])
+
+
+def make_layout(layout: Path, tag: str, layers: int) -> str:
+    """An OCI image layout with one image of ``layers`` random layers; returns its digest."""
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+    ).encode()
+    return write_image_layout(layout, tag, config, [os.urandom(50_000) for _ in range(layers)])
 
 
 def skopeo(*args: str) -> str:
