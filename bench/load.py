@@ -31,7 +31,18 @@ async def _connection(
             budget[0] -= 1
             started = time.perf_counter()
             writer.write(request)
-            header = await reader.readuntil(b"\r\n\r\n")
+            try:
+                header = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as closed:
+                if closed.partial:
+                    raise
+                # the server ended a keep-alive connection (hypercorn: after 1,000 requests);
+                # reconnect and send again, as wrk does
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                started = time.perf_counter()
+                writer.write(request)
+                header = await reader.readuntil(b"\r\n\r\n")
             status = int(header[9:12])
             length = 0
             for line in header.split(b"\r\n")[1:]:
