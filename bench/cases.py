@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench.client import Connection
+from bench.client import Connection, Response
 from bench.servers import PASSWORD, USER, Server
 
 MIB = 1024 * 1024
@@ -34,18 +34,29 @@ def connect(server: Server) -> Connection:
     return Connection("127.0.0.1", server.port, USER, PASSWORD)
 
 
+def _start_upload(conn: Connection, repo: str) -> str:
+    """POST a new upload session; its location (path and query)."""
+    started = conn.request("POST", f"/v2/{repo}/blobs/uploads/")
+    assert started.status == 202, (started.status, started.body[:300])
+    return _path(started.headers["location"])
+
+
+def _assert_pushed(done: Response, digest: str) -> None:
+    assert done.status == 201, (done.status, done.body[:300])
+    assert done.headers["docker-content-digest"] == digest
+
+
 def push_monolithic(server: Server, path: str, digest: str, repo: str = "bench/mono") -> float:
     """POST, then PUT with the whole body; seconds."""
     size = os.path.getsize(path)
     conn = connect(server)
     try:
         start = time.perf_counter()
-        started = conn.request("POST", f"/v2/{repo}/blobs/uploads/")
-        assert started.status == 202, started
+        location = _start_upload(conn, repo)
         with open(path, "rb") as file:
             done = conn.request(
                 "PUT",
-                _with_digest(_path(started.headers["location"]), digest),
+                _with_digest(location, digest),
                 file=file,
                 count=size,
                 headers={"Content-Type": "application/octet-stream"},
@@ -53,8 +64,7 @@ def push_monolithic(server: Server, path: str, digest: str, repo: str = "bench/m
         elapsed = time.perf_counter() - start
     finally:
         conn.close()
-    assert done.status == 201, (done.status, done.body[:300])
-    assert done.headers["docker-content-digest"] == digest
+    _assert_pushed(done, digest)
     return elapsed
 
 
@@ -66,9 +76,7 @@ def push_chunked(
     conn = connect(server)
     try:
         start = time.perf_counter()
-        response = conn.request("POST", f"/v2/{repo}/blobs/uploads/")
-        assert response.status == 202, response
-        location = _path(response.headers["location"])
+        location = _start_upload(conn, repo)
         with open(path, "rb") as file:
             for offset in range(0, size, chunk):
                 count = min(chunk, size - offset)
@@ -89,8 +97,7 @@ def push_chunked(
         elapsed = time.perf_counter() - start
     finally:
         conn.close()
-    assert done.status == 201, (done.status, done.body[:300])
-    assert done.headers["docker-content-digest"] == digest
+    _assert_pushed(done, digest)
     return elapsed
 
 
@@ -139,11 +146,8 @@ def push_small_image(
         digests = []
         for blob in blobs:
             digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-            started = conn.request("POST", f"/v2/{repo}/blobs/uploads/")
-            done = conn.request(
-                "PUT", _with_digest(_path(started.headers["location"]), digest), body=blob
-            )
-            assert done.status == 201, done
+            location = _start_upload(conn, repo)
+            _assert_pushed(conn.request("PUT", _with_digest(location, digest), body=blob), digest)
             digests.append(digest)
         manifest = json.dumps(
             {

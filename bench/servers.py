@@ -66,13 +66,19 @@ def htpasswd_line() -> str:
     return f"{USER}:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()}\n"
 
 
-def start_ours(workdir: Path, extra_env: dict[str, str] | None = None) -> Server:
-    """``python -m registry`` as the README starts it, users from an htpasswd file (bcrypt)."""
-    data = workdir / "ours-data"
+def _fresh_folders(workdir: Path, name: str) -> tuple[Path, Path]:
+    """An empty data folder ``workdir/name`` and the bench user's htpasswd file."""
+    data = workdir / name
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     htpasswd = workdir / "htpasswd"
     htpasswd.write_text(htpasswd_line())
+    return data, htpasswd
+
+
+def start_ours(workdir: Path, extra_env: dict[str, str] | None = None) -> Server:
+    """``python -m registry`` as the README starts it, users from an htpasswd file (bcrypt)."""
+    data, htpasswd = _fresh_folders(workdir, "ours-data")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     env.update(
@@ -101,11 +107,7 @@ def start_distribution(workdir: Path, auth: bool = True, storage: str | None = N
     binary = shutil.which("docker-registry")
     if binary is None:
         raise SystemExit("docker-registry is not installed: apt-get install docker-registry")
-    data = workdir / "distribution-data"
-    shutil.rmtree(data, ignore_errors=True)
-    data.mkdir(parents=True)
-    htpasswd = workdir / "htpasswd"
-    htpasswd.write_text(htpasswd_line())
+    data, htpasswd = _fresh_folders(workdir, "distribution-data")
     port = free_port()
     storage_block = storage or f"  filesystem:\n    rootdirectory: {data}\n"
     config = workdir / "distribution.yml"

@@ -2,7 +2,8 @@
 
 Whole-file writes go to a temporary file in the same directory, are fsynced, renamed into
 place and the directory fsynced, so a crash leaves the old file or the new one, never a mix.
-Blocking calls run in worker threads so the event loop never waits on the disk.
+Blocking calls run in worker threads so the event loop never waits on the disk, except
+``stat`` and small-file reads, which cost less than the hop to a thread.
 
 A writer holds an exclusive, non-blocking ``flock`` on a sibling ``.<name>.lock`` file from
 the moment it opens until ``commit`` or ``cancel``: a second writer on the same path, in this
@@ -20,7 +21,7 @@ import fcntl
 import mmap
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -78,6 +79,25 @@ def _make_parents(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for directory in [parent, *missing]:
         _fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def _translated(path: str) -> Iterator[None]:
+    """Turn the OS's errors into the driver's: PathNotFound, else StorageError."""
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError):
+        raise PathNotFound(path) from None
+    except OSError as error:
+        raise StorageError(f"{path}: {error.strerror or error}") from error
+
+
+def _write_fully(fd: int, data: bytes | memoryview | mmap.mmap) -> None:
+    """``os.write`` until every byte is written (it may write fewer)."""
+    with memoryview(data) as view:
+        written = 0
+        while written < len(view):
+            written += os.write(fd, view[written:])
 
 
 def _is_aligned(view: memoryview) -> bool:
@@ -138,9 +158,7 @@ class FilesystemWriter:
         self._wrote = True
         view = memoryview(data).cast("B")
         if self._staging is None or (self._staged == 0 and _is_aligned(view)):
-            while view:  # buffered, or an aligned buffer O_DIRECT can take as it is
-                written = os.write(self._fd, view)
-                view = view[written:]
+            _write_fully(self._fd, view)  # buffered, or aligned so O_DIRECT can take it as it is
             return
         while view:
             room = DIRECT_BUFFER - self._staged
@@ -155,9 +173,7 @@ class FilesystemWriter:
         """Write the first ``length`` (block-aligned) staged bytes with O_DIRECT."""
         assert self._staging is not None
         with memoryview(self._staging) as staged:
-            written = 0
-            while written < length:
-                written += os.write(self._fd, staged[written:length])
+            _write_fully(self._fd, staged[:length])
             remainder = self._staged - length
             staged[:remainder] = staged[length : self._staged]
         self._staged = remainder
@@ -175,10 +191,7 @@ class FilesystemWriter:
                     if self._staged:  # the unaligned tail goes through the page cache
                         flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
                         fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
-                        tail = self._staging[: self._staged]
-                        written = 0
-                        while written < len(tail):
-                            written += os.write(self._fd, tail[written:])
+                        _write_fully(self._fd, self._staging[: self._staged])
                 os.fsync(self._fd)
             elif self._wrote:
                 os.ftruncate(self._fd, self._start)
@@ -210,20 +223,12 @@ class FilesystemDriver:
         return self.root / check_path(path)
 
     def _now(self, path: str, function: Callable[[], T]) -> T:
-        try:
+        with _translated(path):
             return function()
-        except (FileNotFoundError, NotADirectoryError):
-            raise PathNotFound(path) from None
-        except OSError as error:
-            raise StorageError(f"{path}: {error.strerror or error}") from error
 
     async def _run(self, path: str, function: Callable[[], T]) -> T:
-        try:
+        with _translated(path):
             return await asyncio.to_thread(function)
-        except (FileNotFoundError, NotADirectoryError):
-            raise PathNotFound(path) from None
-        except OSError as error:
-            raise StorageError(f"{path}: {error.strerror or error}") from error
 
     async def get_content(self, path: str) -> bytes:
         """Read in the event loop: small files (links, manifests) from the page cache take
