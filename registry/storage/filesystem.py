@@ -81,6 +81,19 @@ def _make_parents(path: Path) -> None:
         _fsync_dir(directory)
 
 
+def _into_directory(path: Path, write: Callable[[], None], attempts: int = 3) -> None:
+    """Create ``path``'s parents, then ``write``; again if a concurrent delete (garbage
+    collection removing an emptied directory) took the parent away in between."""
+    for attempt in range(attempts):
+        _make_parents(path)
+        try:
+            write()
+            return
+        except FileNotFoundError:
+            if attempt == attempts - 1 or path.parent.exists():
+                raise
+
+
 @contextlib.contextmanager
 def _translated(path: str) -> Iterator[None]:
     """Turn the OS's errors into the driver's: PathNotFound, else StorageError."""
@@ -237,17 +250,19 @@ class FilesystemDriver:
         return self._now(path, full.read_bytes)
 
     def _put(self, full: Path, content: bytes) -> None:
-        _make_parents(full)
-        temporary = full.with_name(f".{full.name}.{os.urandom(6).hex()}.tmp")
-        try:
-            with open(temporary, "wb") as file:
-                file.write(content)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, full)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        def write() -> None:
+            temporary = full.with_name(f".{full.name}.{os.urandom(6).hex()}.tmp")
+            try:
+                with open(temporary, "wb") as file:
+                    file.write(content)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(temporary, full)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
+
+        _into_directory(full, write)
         _fsync_dir(full.parent)
 
     async def put_content(self, path: str, content: bytes) -> None:
@@ -348,8 +363,7 @@ class FilesystemDriver:
         return [name for name in names if not _is_internal(name)]
 
     def _move(self, source: Path, destination: Path) -> None:
-        _make_parents(destination)
-        os.replace(source, destination)
+        _into_directory(destination, lambda: os.replace(source, destination))
         _fsync_dir(destination.parent)
         if source.parent != destination.parent:
             _fsync_dir(source.parent)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,30 @@ def test_writer_lock_holds_across_processes(tmp_path: Path) -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+async def test_a_directory_deleted_under_a_write_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Garbage collection may remove an emptied link directory just as a push writes into it."""
+    from registry.storage import filesystem
+
+    driver = FilesystemDriver(tmp_path)
+    await driver.put_content("repo/_layers/old", b"x")
+    make_parents = filesystem._make_parents
+    removed: list[Path] = []
+
+    def make_then_lose(path: Path) -> None:
+        make_parents(path)
+        if len(removed) < 2:  # the first two attempts lose the directory (concurrent delete)
+            shutil.rmtree(path.parent)
+            removed.append(path.parent)
+
+    monkeypatch.setattr(filesystem, "_make_parents", make_then_lose)
+    await driver.put_content("repo/_layers/sha256/abc/link", b"sha256:abc")
+    assert (tmp_path / "repo/_layers/sha256/abc/link").read_bytes() == b"sha256:abc"
+    await driver.put_content("repo/_uploads/u/data", b"bytes")
+    removed.clear()
+    await driver.move("repo/_uploads/u/data", "blobs/ab/abc/data")
+    assert (tmp_path / "blobs/ab/abc/data").read_bytes() == b"bytes"
+    assert len(removed) == 2
