@@ -113,7 +113,8 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=1, le=65535)] = 5000
     data_dir: Path = Path("data")
-    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    workers: Annotated[int, Field(ge=0, le=64)] = 0
+    """Server worker processes; 0 starts one per CPU this process may use."""
     username: str | None = None
     password: SecretStr | None = None
     htpasswd_file: Path | None = None

@@ -93,6 +93,8 @@ def main() -> int:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print_table(table, results.get("limits"))
+    settings = "".join(f", {key}={value}" for key, value in extra_env.items())
+    print(f"ours: python -m registry, defaults{settings}")
     print(f"\nJSON: {out}")
     return 0
 
@@ -121,7 +123,7 @@ def run_rep(
             lambda: cases.push_monolithic(server, blob, digest),
             size,
         )
-        sample["rss_push_MiB"].append(peak_rss(server.pid) / MIB)
+        record_rss(sample, "rss_push", server)
         timed(
             sample,
             "push_chunked_16MiB_GBps",
@@ -136,7 +138,7 @@ def run_rep(
         peak_rss_reset(server.pid)
         seconds, received = cases.pull(server, digest, clients=1)
         sample["pull_1_client_GBps"].append(received / seconds / GB)
-        sample["rss_pull_MiB"].append(peak_rss(server.pid) / MIB)
+        record_rss(sample, "rss_pull", server)
         seconds, received = cases.pull(server, digest, clients=4)
         sample["pull_4_clients_GBps"].append(received / seconds / GB)
     if "small" not in skip:
@@ -200,7 +202,14 @@ def measure_rss(
     peak_rss_reset(server.pid)
     cases.push_monolithic(server, blob, digest, repo="bench/big")
     cases.pull(server, digest, repo="bench/big")
-    sample[f"{key}_push_pull_MiB"].append(peak_rss(server.pid) / MIB)
+    record_rss(sample, f"{key}_push_pull", server)
+
+
+def record_rss(sample: dict[str, list[float]], key: str, server: Server) -> None:
+    """Peak RSS since the last reset: of the largest process, and of all the server's processes."""
+    largest, total = peak_rss(server.pid)
+    sample[f"{key}_MiB"].append(largest / MIB)
+    sample[f"{key}_all_processes_MiB"].append(total / MIB)
 
 
 def docker_case(

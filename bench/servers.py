@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -36,13 +38,14 @@ class Server:
         return self.process.pid
 
     def stop(self) -> None:
+        """Ask the server to stop, then make sure nothing of its process group is left."""
         if self.process.poll() is None:
             self.process.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 def _wait(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -92,7 +95,12 @@ def start_ours(workdir: Path, extra_env: dict[str, str] | None = None) -> Server
     )
     log = open(workdir / "ours.log", "ab")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
-        [sys.executable, "-m", "registry"], env=env, stdout=log, stderr=log, cwd=workdir
+        [sys.executable, "-m", "registry"],
+        env=env,
+        stdout=log,
+        stderr=log,
+        cwd=workdir,
+        start_new_session=True,  # its own process group: the workers are found and stopped
     )
     _wait(port, process)
     return Server("ours", process, port, data)
@@ -121,24 +129,46 @@ def start_distribution(workdir: Path, auth: bool = True, storage: str | None = N
     log = open(workdir / "distribution.log", "ab")  # noqa: SIM115
     # its AWS SDK panics on a custom CA bundle with its transport; plain http needs none
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log, env=env)
+    process = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=log, stderr=log, env=env, start_new_session=True
+    )
     _wait(port, process)
     return Server("distribution", process, port, data)
 
 
-def peak_rss_reset(pid: int) -> None:
-    """Reset the kernel's peak-RSS mark (VmHWM) of a process."""
-    with open(f"/proc/{pid}/clear_refs", "w") as file:
-        file.write("5")
+def process_group(pgid: int) -> list[int]:
+    """The processes of a server: its own and its workers (started in their own group)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # the fields after "(comm)": state, ppid, pgrp, ...
+            members.append(int(entry.name))
+    return members
 
 
-def peak_rss(pid: int) -> int:
-    """Peak resident set size (bytes) since the last reset."""
-    with open(f"/proc/{pid}/status") as file:
-        for line in file:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM")
+def peak_rss_reset(pgid: int) -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM) of every process of a server."""
+    for pid in process_group(pgid):
+        with open(f"/proc/{pid}/clear_refs", "w") as file:
+            file.write("5")
+
+
+def peak_rss(pgid: int) -> tuple[int, int]:
+    """Peak resident set sizes (bytes) since the last reset: (largest process, all processes).
+
+    The sum counts pages shared between processes once per process, so it is an upper bound.
+    """
+    peaks = []
+    for pid in process_group(pgid):
+        with open(f"/proc/{pid}/status") as file:
+            peaks += [int(line.split()[1]) * 1024 for line in file if line.startswith("VmHWM:")]
+    return max(peaks), sum(peaks)
 
 
 def start_moto(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -6,8 +6,10 @@ import argparse
 import getpass
 import logging
 import os
+import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -65,30 +67,60 @@ def check_access_settings(settings: Settings) -> None:
         print(f"token authentication: service {settings.auth.service!r}", flush=True)
 
 
-def serve(settings: Settings) -> int:
-    """Run the registry on hypercorn with uvloop."""
-    from hypercorn.config import Config
-    from hypercorn.run import run
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity mask, lowered by a cgroup v2 CPU quota."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, int(quota) // int(period)))
 
+
+def serve(settings: Settings) -> int:
+    """Run the registry, one worker per CPU unless told otherwise."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     announce_generated_user(settings)
     check_access_settings(settings)
-    if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="registry-metrics-")
+    workers = settings.workers or available_cpus()
+    metrics_dir = None
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        metrics_dir = tempfile.mkdtemp(prefix="registry-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+    )
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(
+        f"registry listening on http://{host}:{settings.port} "
+        f"(hypercorn, {workers} worker{'s' if workers > 1 else ''}, "
+        f"data in {settings.data_dir})",
+        flush=True,
+    )
+    try:
+        return run_hypercorn(settings, host, workers)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
+    """The default server: hypercorn with uvloop."""
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
     config = Config()
     config.application_path = APPLICATION
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
     config.worker_class = "uvloop"
-    config.workers = 0 if settings.workers == 1 else settings.workers
+    config.workers = 0 if workers == 1 else workers  # hypercorn's 0: serve in this process
     config.loglevel = settings.log_level.upper()
     config.errorlog = "-"
     config.include_server_header = False
     config.keep_alive_timeout = 75
     config.h11_max_incomplete_size = settings.limits.max_header_bytes
-    logging.basicConfig(level=config.loglevel, format="%(asctime)s %(levelname)s %(message)s")
-    print(f"registry listening on http://{host}:{settings.port} (data in {settings.data_dir})")
-    sys.stdout.flush()
     return run(config)
 
 

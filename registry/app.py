@@ -20,7 +20,6 @@ from registry.metrics import RegistryMetrics
 from registry.services import RegistryServices
 from registry.storage.driver import StorageDriver
 from registry.storage.filesystem import FilesystemDriver
-from registry.storage.s3 import S3Driver
 
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 
@@ -47,6 +46,8 @@ class ApiVersionHeader:
 def create_driver(settings: Settings) -> StorageDriver:
     """The backend ``REGISTRY_STORAGE__BACKEND`` names."""
     if settings.storage.backend == "s3":
+        from registry.storage.s3 import S3Driver  # aiobotocore: ~25 MiB a worker, only for S3
+
         return S3Driver(settings.storage.s3)
     return FilesystemDriver(settings.data_dir)
 

@@ -108,3 +108,16 @@ def test_scrub_finds_and_quarantines_a_corrupt_blob(tmp_path: Path) -> None:
     assert not bad.exists()
     assert (data_dir / f"docker/registry/v2/_quarantine/sha256/{'ab' + '0' * 62}").exists()
     assert run_cli(env, "scrub", cwd=tmp_path).returncode == 0
+
+
+def test_workers_follow_the_cpu_affinity_and_the_cgroup_quota(tmp_path: Path) -> None:
+    from registry.__main__ import available_cpus
+
+    allowed = len(os.sched_getaffinity(0))
+    assert available_cpus(tmp_path / "no-cgroup") == allowed
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path) == allowed
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a CPU: still one worker
+    assert available_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text(f"{(allowed + 3) * 100000} 100000\n")
+    assert available_cpus(tmp_path) == allowed  # a quota above the affinity mask

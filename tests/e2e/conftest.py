@@ -6,8 +6,10 @@ machine, but CI (``CI=true``) installs them, so there a missing tool fails the r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -69,13 +71,18 @@ class Server:
         return f"http://{self.host}"
 
     def stop(self) -> None:
+        """Ask the server to stop, then make sure nothing of its process group is left."""
         if self.process.poll() is None:
             self.process.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers at once, as a crash of the machine would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 def start_registry(data_dir: Path, log: Path, **env: str) -> Server:
@@ -98,6 +105,7 @@ def start_registry(data_dir: Path, log: Path, **env: str) -> Server:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=data_dir.parent,
+            start_new_session=True,  # its own process group: stop/kill reach every worker
         )
     server = Server(process, port, log)
     try:
@@ -135,6 +143,7 @@ def start_distribution(data_dir: Path, workdir: Path, storage: str | None = None
             stderr=subprocess.STDOUT,
             # its AWS SDK refuses a custom CA bundle with the transport it uses (panics)
             env={k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"},
+            start_new_session=True,
         )
     server = Server(process, port, log)
     try:

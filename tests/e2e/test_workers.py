@@ -41,3 +41,28 @@ def test_chunked_uploads_across_workers(tmp_path: Path) -> None:
         assert 'registry_blob_operations_total{operation="upload",result="ok"} 16.0' in metrics
     finally:
         server.stop()
+
+
+def test_default_is_one_worker_per_cpu_and_the_metrics_folder_goes_away(tmp_path: Path) -> None:
+    from registry.__main__ import available_cpus
+
+    workers = available_cpus()
+    server = start_registry(tmp_path / "data", tmp_path / "registry.log")
+    try:
+        started = server.log.read_text()
+        assert f"hypercorn, {workers} worker" in started, started
+        if workers > 1:
+            pid = server.process.pid
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            assert len(children) >= workers  # the workers (and multiprocessing's tracker)
+            metrics_dirs = {
+                Path(variable.split("=", 1)[1])
+                for child in children
+                for variable in Path(f"/proc/{child}/environ").read_bytes().decode().split("\0")
+                if variable.startswith("PROMETHEUS_MULTIPROC_DIR=")
+            }
+            assert len(metrics_dirs) == 1 and next(iter(metrics_dirs)).is_dir()
+    finally:
+        server.stop()
+    if workers > 1:
+        assert not next(iter(metrics_dirs)).exists()  # removed when the server stopped
