@@ -154,9 +154,12 @@ def start_distribution(data_dir: Path, workdir: Path, storage: str | None = None
     return server
 
 
-@pytest.fixture
-def registry_server(tmp_path: Path) -> Iterator[Server]:
-    server = start_registry(tmp_path / "data", tmp_path / "registry.log")
+@pytest.fixture(params=["hypercorn", "granian"])
+def registry_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """The registry as the README starts it, under each HTTP server it supports."""
+    server = start_registry(
+        tmp_path / "data", tmp_path / "registry.log", REGISTRY_SERVER=request.param
+    )
     yield server
     server.stop()
 

@@ -6,12 +6,26 @@ import re
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from registry.api.deps import Authorized, DigestParam, Metrics, RepoName, Services
 from registry.oci.errors import ErrorCode, RegistryError
 
 router = APIRouter(dependencies=[Authorized])
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+PATHSEND = "http.response.pathsend"
+
+
+class PathSendResponse(Response):
+    """A whole file sent by the server itself (the ASGI ``pathsend`` extension, zero-copy)."""
+
+    def __init__(self, path: str, headers: dict[str, str]) -> None:
+        super().__init__(headers=headers, media_type="application/octet-stream")
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": PATHSEND, "path": self.path})
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -69,6 +83,9 @@ async def get_blob(
         return RedirectResponse(
             url, status_code=307, headers={"Docker-Content-Digest": str(digest)}
         )
+    if span is None and blob.local_path and PATHSEND in request.scope.get("extensions", {}):
+        metrics.bytes_sent.inc(length)
+        return PathSendResponse(blob.local_path, headers)
     body = metrics.sent(services.blobs.read(digest, first, length))
     return StreamingResponse(body, status, headers, media_type="application/octet-stream")
 
