@@ -43,7 +43,7 @@ def main() -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     extra_env = dict(kv.split("=", 1) for kv in filter(None, args.server_env.split(",")))
-    results: dict[str, object] = {"machine": machine(), "args": vars(args)}
+    results: dict[str, object] = {"machine": machine(), "args": vars(args), "ours_env": extra_env}
     samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
 
     if "limits" not in skip:

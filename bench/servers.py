@@ -155,7 +155,10 @@ def process_group(pgid: int) -> list[int]:
 def peak_rss_reset(pgid: int) -> None:
     """Reset the kernel's peak-RSS mark (VmHWM) of every process of a server."""
     for pid in process_group(pgid):
-        with open(f"/proc/{pid}/clear_refs", "w") as file:
+        with (
+            contextlib.suppress(FileNotFoundError, ProcessLookupError),  # exited meanwhile
+            open(f"/proc/{pid}/clear_refs", "w") as file,
+        ):
             file.write("5")
 
 
@@ -164,9 +167,12 @@ def peak_rss(pgid: int) -> tuple[int, int]:
 
     The sum counts pages shared between processes once per process, so it is an upper bound.
     """
-    peaks = []
+    peaks = [0]
     for pid in process_group(pgid):
-        with open(f"/proc/{pid}/status") as file:
+        with (
+            contextlib.suppress(FileNotFoundError, ProcessLookupError),
+            open(f"/proc/{pid}/status") as file,
+        ):
             peaks += [int(line.split()[1]) * 1024 for line in file if line.startswith("VmHWM:")]
     return max(peaks), sum(peaks)
 

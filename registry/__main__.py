@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import os
 import shutil
 import sys
@@ -17,6 +16,7 @@ from config import Settings
 
 APPLICATION = "registry.app:create_app_from_env()"
 APPLICATION_FACTORY = "registry.app:create_app_from_env"
+MAX_AUTO_WORKERS = 8  # ~65 MiB each; more only when REGISTRY_WORKERS asks for them
 
 
 def load_settings() -> Settings:
@@ -68,31 +68,49 @@ def check_access_settings(settings: Settings) -> None:
         print(f"token authentication: service {settings.auth.service!r}", flush=True)
 
 
-def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """CPUs this process may use: its affinity mask, lowered by a cgroup v2 CPU quota."""
+def available_cpus(
+    cgroup_root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")
+) -> int:
+    """CPUs this process may use: its affinity mask, lowered by any cgroup v2 CPU quota on the
+    way from its own cgroup up to the root (a container's limit, a systemd CPUQuota)."""
     cpus = len(os.sched_getaffinity(0))
     try:
-        quota, period = (cgroup / "cpu.max").read_text().split()
+        lines = membership.read_text().splitlines()
+        relative = next(line[3:] for line in lines if line.startswith("0::"))
+    except (OSError, StopIteration):
+        relative = "/"
+    directory = cgroup_root / relative.strip("/")
+    while True:
+        quota = _cpu_quota(directory / "cpu.max")
+        if quota is not None:
+            cpus = min(cpus, quota)
+        if directory == cgroup_root or cgroup_root not in directory.parents:
+            return max(1, cpus)
+        directory = directory.parent
+
+
+def _cpu_quota(cpu_max: Path) -> int | None:
+    """Whole CPUs a cgroup v2 ``cpu.max`` allows (at least one), or None for no limit."""
+    try:
+        quota, period = cpu_max.read_text().split()
+        return None if quota == "max" else max(1, int(quota) // int(period))
     except (OSError, ValueError):
-        return cpus
-    if quota == "max":
-        return cpus
-    return max(1, min(cpus, int(quota) // int(period)))
+        return None
 
 
 def serve(settings: Settings) -> int:
     """Run the registry, one worker per CPU unless told otherwise."""
+    from registry.logs import configure_logging
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     announce_generated_user(settings)
     check_access_settings(settings)
-    workers = settings.workers or available_cpus()
+    workers = settings.workers or min(available_cpus(), MAX_AUTO_WORKERS)
     metrics_dir = None
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         metrics_dir = tempfile.mkdtemp(prefix="registry-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
-    )
+    configure_logging(settings)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(
         f"registry listening on http://{host}:{settings.port} "
@@ -128,7 +146,8 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
 
 
 def run_granian(settings: Settings, workers: int) -> int:
-    """The optional server: granian (Rust HTTP/1.1), which sends blobs zero-copy by path."""
+    """The alternative server: granian (Rust HTTP/1.1), which reads and sends whole blobs itself
+    (by path, outside Python and the event loop)."""
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
@@ -146,7 +165,8 @@ def run_granian(settings: Settings, workers: int) -> int:
         websockets=False,
         # headers beyond the limit reach the app, which answers 431 with an OCI error document
         http1_settings=HTTP1Settings(
-            max_buffer_size=max(8 * settings.limits.max_header_bytes, 408 * 1024)
+            header_read_timeout=75_000,  # ms an idle keep-alive connection is kept, as hypercorn
+            max_buffer_size=max(8 * settings.limits.max_header_bytes, 408 * 1024),
         ),
         log_level=LogLevels(settings.log_level),
     ).serve()

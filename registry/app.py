@@ -16,6 +16,7 @@ from registry.api.v2 import routes as v2_routes
 from registry.auth.setup import create_access_controller
 from registry.auth.tokenserver import router as token_router
 from registry.background import lifespan
+from registry.logs import configure_logging
 from registry.metrics import RegistryMetrics
 from registry.services import RegistryServices
 from registry.storage.driver import StorageDriver
@@ -81,5 +82,10 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def create_app_from_env() -> FastAPI:
-    """The application for hypercorn worker processes (settings from the environment)."""
-    return create_app(Settings())
+    """The application for the server's worker processes (settings from the environment).
+
+    Workers are started fresh (spawned), so each sets up its own logging.
+    """
+    settings = Settings()
+    configure_logging(settings)
+    return create_app(settings)

@@ -114,10 +114,22 @@ def test_workers_follow_the_cpu_affinity_and_the_cgroup_quota(tmp_path: Path) ->
     from registry.__main__ import available_cpus
 
     allowed = len(os.sched_getaffinity(0))
-    assert available_cpus(tmp_path / "no-cgroup") == allowed
-    (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert available_cpus(tmp_path) == allowed
-    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a CPU: still one worker
-    assert available_cpus(tmp_path) == 1
-    (tmp_path / "cpu.max").write_text(f"{(allowed + 3) * 100000} 100000\n")
-    assert available_cpus(tmp_path) == allowed  # a quota above the affinity mask
+    root, membership = tmp_path / "cgroup", tmp_path / "self-cgroup"
+    nested = root / "system.slice" / "registry.service"
+    nested.mkdir(parents=True)
+    membership.write_text("0::/system.slice/registry.service\n")
+    assert available_cpus(tmp_path / "no-cgroup", tmp_path / "none") == allowed
+    assert available_cpus(root, membership) == allowed  # no cpu.max files: no quota
+    (root / "cpu.max").write_text("max 100000\n")
+    (nested / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(root, membership) == allowed
+    (nested / "cpu.max").write_text("50000 100000\n")  # half a CPU: still one worker
+    assert available_cpus(root, membership) == 1
+    (nested / "cpu.max").write_text("max 100000\n")
+    (root / "system.slice" / "cpu.max").write_text("100000 100000\n")  # a parent's quota
+    assert available_cpus(root, membership) == 1
+    (root / "system.slice" / "cpu.max").write_text(f"{(allowed + 3) * 100000} 100000\n")
+    assert available_cpus(root, membership) == allowed  # a quota above the affinity mask
+    membership.write_text("0::/\n")  # inside a container's own cgroup namespace
+    (root / "cpu.max").write_text("100000 100000\n")
+    assert available_cpus(root, membership) == 1

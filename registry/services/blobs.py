@@ -21,7 +21,7 @@ LINK_REFRESH = 600.0
 class BlobInfo:
     digest: Digest
     size: int
-    local_path: str | None  # for zero-copy sends from a filesystem store
+    local_path: str | None  # a filesystem store's file, for servers that send by path
 
 
 class BlobService:

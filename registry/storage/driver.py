@@ -119,7 +119,7 @@ class StorageDriver(Protocol):
         ...
 
     def local_path(self, path: str) -> str | None:
-        """The file's path on this machine, for zero-copy sends, or None."""
+        """The file's path on this machine, for servers that send files by path, or None."""
         ...
 
     async def close(self) -> None:

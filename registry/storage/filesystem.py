@@ -83,8 +83,8 @@ def _into_directory(path: Path, write: Callable[[], None], attempts: int = 3) ->
     """Create ``path``'s parents, then ``write``; again if a concurrent delete (garbage
     collection removing an emptied directory) took the parent away in between."""
     for attempt in range(attempts):
-        _make_parents(path)
         try:
+            _make_parents(path)
             write()
             return
         except FileNotFoundError:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import os
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from starlette.types import Message, Scope
 
+from tests.conftest import PASSWORD, USER
 from tests.helpers import assert_error, push_blob, sha256
 
 pytestmark = pytest.mark.anyio
@@ -88,3 +93,71 @@ async def test_delete_blob(client: httpx.AsyncClient) -> None:
 async def test_invalid_digest_is_400(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/v2/x/blobs/sha256:1234"), 400, "DIGEST_INVALID")
     assert_error(await client.get("/v2/x/blobs/notadigest"), 400, "DIGEST_INVALID")
+
+
+async def asgi_get(app: FastAPI, path: str, *headers: tuple[bytes, bytes]) -> list[Message]:
+    """One GET through the whole app, as a server offering ``http.response.pathsend`` makes it."""
+    credentials = base64.b64encode(f"{USER}:{PASSWORD}".encode())
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"registry.test"),
+            (b"authorization", b"Basic " + credentials),
+            *headers,
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("registry.test", 80),
+        "extensions": {"http.response.pathsend": {}},
+    }
+    messages: list[Message] = []
+    requested, finished = False, asyncio.Event()
+
+    async def receive() -> Message:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await finished.wait()  # then the client goes away, as a server reports it
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+        if message["type"] == "http.response.pathsend" or (
+            message["type"] == "http.response.body" and not message.get("more_body", False)
+        ):
+            finished.set()
+
+    await app(scope, receive, send)
+    return messages
+
+
+async def test_whole_blobs_are_handed_to_a_server_that_sends_by_path(
+    app: FastAPI, client: httpx.AsyncClient, backend: str
+) -> None:
+    data = os.urandom(300_000)
+    digest = await push_blob(client, "team/app", data)
+    start, *rest = await asgi_get(app, f"/v2/team/app/blobs/{digest}")
+    assert start["type"] == "http.response.start" and start["status"] == 200
+    headers = dict(start["headers"])
+    assert headers[b"content-length"] == str(len(data)).encode()
+    assert headers[b"docker-content-digest"] == digest.encode()
+    if backend == "filesystem":
+        assert [message["type"] for message in rest] == ["http.response.pathsend"]
+        with open(rest[0]["path"], "rb") as file:  # noqa: ASYNC230 - a test's small read
+            assert sha256(file.read()) == digest
+    else:  # no local file: streamed through the app
+        assert {message["type"] for message in rest} == {"http.response.body"}
+        assert b"".join(message.get("body", b"") for message in rest) == data
+    start, *rest = await asgi_get(app, f"/v2/team/app/blobs/{digest}", (b"range", b"bytes=5-9"))
+    assert start["status"] == 206  # a range is always streamed
+    assert b"".join(message.get("body", b"") for message in rest) == data[5:10]
+    metrics = (await client.get("/metrics")).text
+    assert f"registry_bytes_sent_total {float(len(data) + 5)}" in metrics

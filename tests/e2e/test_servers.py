@@ -1,7 +1,7 @@
 """The HTTP layer under each server the registry runs on (hypercorn, granian), over real TCP.
 
 What the server rather than the application decides is checked here: streamed request bodies,
-whole-blob sends (granian sends them by path, zero-copy), ranges, HEAD, header limits, errors.
+whole-blob sends (granian reads them itself, by path), ranges, HEAD, header limits, errors.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from registry.__main__ import MAX_AUTO_WORKERS
 from tests.e2e.conftest import PASSWORD, USER, start_registry
 
 pytestmark = pytest.mark.e2e
@@ -46,11 +47,16 @@ def test_chunked_uploads_across_workers(tmp_path: Path) -> None:
 def test_default_is_one_worker_per_cpu_and_the_metrics_folder_goes_away(tmp_path: Path) -> None:
     from registry.__main__ import available_cpus
 
-    workers = available_cpus()
+    workers = min(available_cpus(), MAX_AUTO_WORKERS)
     server = start_registry(tmp_path / "data", tmp_path / "registry.log")
     try:
         started = server.log.read_text()
         assert f"hypercorn, {workers} worker" in started, started
+        # the workers log too (they are spawned fresh and set up their own logging)
+        for _ in range(workers * 2):  # new connections: the kernel spreads them over workers
+            refused = httpx.get(f"{server.url}/v2/", auth=(USER, "wrong"))
+            assert refused.status_code == 401
+        assert "INFO login from 127.0.0.1 refused" in server.log.read_text()
         if workers > 1:
             pid = server.process.pid
             children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()

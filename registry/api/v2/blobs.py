@@ -17,14 +17,15 @@ PATHSEND = "http.response.pathsend"
 
 
 class PathSendResponse(Response):
-    """A whole file sent by the server itself (the ASGI ``pathsend`` extension, zero-copy)."""
+    """A whole file the server reads and sends itself, outside Python (ASGI ``pathsend``)."""
 
     def __init__(self, path: str, headers: dict[str, str]) -> None:
         super().__init__(headers=headers, media_type="application/octet-stream")
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
         await send({"type": PATHSEND, "path": self.path})
 
 
@@ -83,7 +84,7 @@ async def get_blob(
         return RedirectResponse(
             url, status_code=307, headers={"Docker-Content-Digest": str(digest)}
         )
-    if span is None and blob.local_path and PATHSEND in request.scope.get("extensions", {}):
+    if span is None and blob.local_path and PATHSEND in (request.scope.get("extensions") or {}):
         metrics.bytes_sent.inc(length)
         return PathSendResponse(blob.local_path, headers)
     body = metrics.sent(services.blobs.read(digest, first, length))
