@@ -148,7 +148,8 @@ class LimitsMiddleware:
             if done:  # after the body only a disconnect can come: wait as long as it takes
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), idle)
+                async with asyncio.timeout(idle):  # a timer, not a task per message (wait_for)
+                    message = await receive()
             except TimeoutError:
                 raise BodyTimeout(f"no body bytes for {idle:g} s") from None
             if message["type"] == "http.request":
