@@ -1,6 +1,5 @@
 """Authentication and authorisation: who is calling, and may they do this."""
 
 from registry.auth.base import ANONYMOUS, Access, AccessController, Action, Identity
-from registry.auth.basic import BasicAccessController
 
-__all__ = ["ANONYMOUS", "Access", "AccessController", "Action", "BasicAccessController", "Identity"]
+__all__ = ["ANONYMOUS", "Access", "AccessController", "Action", "Identity"]

@@ -21,9 +21,6 @@ from pathlib import Path
 
 import bcrypt
 
-from registry.auth.base import ANONYMOUS, Access, Identity
-from registry.oci.errors import ErrorCode, RegistryError
-
 CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 4096
 GENERATED_USER = "admin"
@@ -76,57 +73,21 @@ def ensure_generated_user(htpasswd: Path) -> str | None:
     return password
 
 
-class BasicAccessController:
-    """Any known user may do anything; anonymous callers may pull if allowed.
+class PasswordChecker:
+    """Basic credentials checked against users' passwords; who may do what is the policy's.
 
     ``users`` maps names to bcrypt hashes (htpasswd); ``plain_users`` to passwords given in
     the configuration, compared in constant time without the cost of bcrypt.
     """
 
-    def __init__(
-        self,
-        users: dict[str, bytes],
-        realm: str,
-        anonymous_pull: bool = False,
-        plain_users: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, users: dict[str, bytes], plain_users: dict[str, str] | None = None) -> None:
         self.users = users
         self.plain_users = {
             user: hashlib.sha256(password.encode()).digest()
             for user, password in (plain_users or {}).items()
         }
-        self.realm = realm
-        self.anonymous_pull = anonymous_pull
         self._key = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
-
-    def challenge(self) -> RegistryError:
-        return RegistryError(
-            ErrorCode.UNAUTHORIZED,
-            headers={"WWW-Authenticate": f'Basic realm="{self.realm}", charset="UTF-8"'},
-        )
-
-    def allows(self, identity: Identity, access: Access) -> bool:
-        if identity.kind != "anonymous":
-            return True
-        return self.anonymous_pull and access.action == "pull" and access.repository is not None
-
-    async def authorize(
-        self,
-        authorization: str | None,
-        needed: list[Access],
-        *,
-        client: str = "",
-        base_url: str = "",
-    ) -> Identity:
-        if authorization is None:
-            if needed and all(self.allows(ANONYMOUS, a) for a in needed):
-                return ANONYMOUS
-            raise self.challenge()
-        user = await self.authenticate(authorization)
-        if user is None:
-            raise self.challenge()
-        return Identity(user)
 
     async def authenticate(self, authorization: str) -> str | None:
         """The user whose Basic credentials these are, or None."""

@@ -1,6 +1,6 @@
 """Checking credentials given as HTTP Basic: passwords of users and robots, or an OIDC ID token.
 
-Passwords go through ``BasicAccessController.authenticate`` (bcrypt, with its cache of verified
+Passwords go through ``PasswordChecker.authenticate`` (bcrypt, with its cache of verified
 headers). The user name ``oidc`` means the password is an ID token from a trusted issuer
 (``docker login -u oidc -p "$ID_TOKEN"``). Every failure is counted by the login throttle.
 """
@@ -12,7 +12,7 @@ import binascii
 import logging
 
 from registry.auth.base import Identity
-from registry.auth.basic import BasicAccessController
+from registry.auth.basic import PasswordChecker
 from registry.auth.oidc import OidcVerifier
 from registry.auth.policy import Policy
 from registry.auth.policyfile import OIDC_USERNAME
@@ -42,7 +42,7 @@ class Authenticator:
     def __init__(
         self,
         policy: Policy,
-        passwords: BasicAccessController,
+        passwords: PasswordChecker,
         oidc: OidcVerifier | None,
         throttle: LoginThrottle,
     ) -> None:

@@ -11,7 +11,7 @@ folder.
 from __future__ import annotations
 
 from config import Settings
-from registry.auth.basic import BasicAccessController, parse_htpasswd
+from registry.auth.basic import PasswordChecker, parse_htpasswd
 from registry.auth.controller import PolicyAccessController
 from registry.auth.credentials import Authenticator
 from registry.auth.keys import load_or_create_signing_key
@@ -22,7 +22,7 @@ from registry.auth.throttle import LoginThrottle
 from registry.auth.token import TokenAuthority
 
 
-def password_checker(settings: Settings, policy: Policy) -> BasicAccessController:
+def password_checker(settings: Settings, policy: Policy) -> PasswordChecker:
     """bcrypt users (htpasswd, generated admin, the policy's users and robots), env user."""
     users: dict[str, bytes] = {}
     if settings.htpasswd_file is not None:
@@ -34,7 +34,7 @@ def password_checker(settings: Settings, policy: Policy) -> BasicAccessControlle
     plain_users = {}
     if settings.username is not None and settings.password is not None:
         plain_users[settings.username] = settings.password.get_secret_value()
-    return BasicAccessController(users, settings.realm, settings.anonymous_pull, plain_users)
+    return PasswordChecker(users, plain_users)
 
 
 def create_policy(settings: Settings) -> Policy:
