@@ -89,6 +89,11 @@ def available_cpus(
         directory = directory.parent
 
 
+def default_workers() -> int:
+    """The worker count ``REGISTRY_WORKERS=0`` means: one per available CPU, at most 8."""
+    return min(available_cpus(), MAX_AUTO_WORKERS)
+
+
 def _cpu_quota(cpu_max: Path) -> int | None:
     """Whole CPUs a cgroup v2 ``cpu.max`` allows (at least one), or None for no limit."""
     try:
@@ -105,7 +110,7 @@ def serve(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     announce_generated_user(settings)
     check_access_settings(settings)
-    workers = settings.workers or min(available_cpus(), MAX_AUTO_WORKERS)
+    workers = settings.workers or default_workers()
     metrics_dir = None
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         metrics_dir = tempfile.mkdtemp(prefix="registry-metrics-")

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry.__main__ import MAX_AUTO_WORKERS
+from registry.__main__ import default_workers
 from tests.e2e.conftest import PASSWORD, USER, start_registry
 
 pytestmark = pytest.mark.e2e
@@ -45,9 +45,7 @@ def test_chunked_uploads_across_workers(tmp_path: Path) -> None:
 
 
 def test_default_is_one_worker_per_cpu_and_the_metrics_folder_goes_away(tmp_path: Path) -> None:
-    from registry.__main__ import available_cpus
-
-    workers = min(available_cpus(), MAX_AUTO_WORKERS)
+    workers = default_workers()
     server = start_registry(tmp_path / "data", tmp_path / "registry.log")
     try:
         started = server.log.read_text()
