@@ -11,9 +11,10 @@ A manifest PUT racing the sweep either keeps its blobs or fails cleanly, never l
 manifest pointing at a deleted blob. Before deleting anything the collector writes a
 tombstone for each victim, then looks again at every revision written since it started
 (and at the victims' links): whatever those reference is spared. A manifest PUT writes its
-revision first and only then looks for tombstones on what it references; if it finds one it
-takes its revision back and answers ``MANIFEST_BLOB_UNKNOWN``. Whichever of the two comes
-second sees the other's write, so both cannot miss each other (docs/gc.md has the argument).
+revision first, then looks for tombstones on what it references, then checks once more that
+all of it exists; on a tombstone or a gap it takes its revision back and answers
+``MANIFEST_BLOB_UNKNOWN``. A collection either re-checks after the revision was written (and
+spares its parts), or its tombstones or its deletions are seen (docs/gc.md has the argument).
 """
 
 from __future__ import annotations

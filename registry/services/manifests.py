@@ -112,7 +112,9 @@ class ManifestService:
                 current = await self._read_link(paths.tag_current_link(name, tag))
                 if current is not None and current != digest:
                     self._refuse_immutable(name, tag, current)
-        await self._check_references(name, manifest)
+        missing = await self._missing_reference(name, manifest)
+        if missing is not None:
+            raise RegistryError(ErrorCode.MANIFEST_BLOB_UNKNOWN, {"digest": str(missing)})
         if await self.blobs.exists(digest) is None:
             await self.driver.put_content(paths.blob_data(digest), raw)
         if manifest.subject is not None:
@@ -131,10 +133,12 @@ class ManifestService:
         return manifest
 
     async def _check_not_being_swept(self, name: str, manifest: Manifest, existed: bool) -> None:
-        """After the revision is written: give it back if a collection is sweeping its parts.
+        """After the revision is written: give it back if a collection swept or sweeps its parts.
 
-        See ``registry.services.gc``: either the collector's re-check sees this revision and
-        spares what it references, or this check sees the collector's tombstones.
+        Tombstones first, then everything the manifest needs, again. A collection whose
+        re-check ran before the revision was written either still has its tombstones down
+        (seen here) or has finished its sweep, and then what it deleted is missing now; one
+        whose re-check runs later sees the revision and spares its parts (registry.services.gc).
         """
         digest = manifest.digest
         candidates = [paths.blob_tombstone(digest), paths.revision_tombstone(name, digest)]
@@ -145,17 +149,25 @@ class ManifestService:
             candidates.append(paths.blob_tombstone(descriptor.digest))
             candidates.append(paths.revision_tombstone(name, descriptor.digest))
         found = await tombstoned(self.driver, candidates)
-        if found is None:
+        if found is not None:
+            missing = found.rsplit("/", 2)[-2] + ":" + found.rsplit("/", 1)[-1]
+        elif not await self._has_revision(name, digest) or await self.blobs.exists(digest) is None:
+            missing = str(digest)
+        elif (reference := await self._missing_reference(name, manifest)) is not None:
+            missing = str(reference)
+        else:
             return
         if not existed:
             await self._delete_quietly(paths.manifest_revision_link(name, digest))
         raise RegistryError(
             ErrorCode.MANIFEST_BLOB_UNKNOWN,
-            {"digest": found.rsplit("/", 2)[-2] + ":" + found.rsplit("/", 1)[-1], "gc": True},
+            {"digest": missing, "gc": True},
             message="a referenced blob or manifest is being garbage collected; push it again",
         )
 
-    async def _check_references(self, name: str, manifest: Manifest) -> None:
+    async def _missing_reference(self, name: str, manifest: Manifest) -> Digest | None:
+        """A blob or child manifest ``manifest`` references that ``name`` lacks, if any."""
+
         async def blob_missing(descriptor: Descriptor) -> bool:
             try:
                 await self.blobs.stat(name, descriptor.digest)
@@ -171,9 +183,8 @@ class ManifestService:
         descriptors = [*manifest.blobs, *manifest.manifests]
         for descriptor, missing in zip(descriptors, await asyncio.gather(*checks), strict=True):
             if missing:
-                raise RegistryError(
-                    ErrorCode.MANIFEST_BLOB_UNKNOWN, {"digest": str(descriptor.digest)}
-                )
+                return descriptor.digest
+        return None
 
     async def delete(self, name: str, reference: str | Digest) -> None:
         """Delete a tag, or a manifest with every tag pointing at it and its referrer entry."""

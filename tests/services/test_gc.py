@@ -187,6 +187,37 @@ async def test_manifest_put_against_a_tombstoned_blob_fails_cleanly(
     assert_error(await client.get("/v2/race/manifests/v1"), 404, "MANIFEST_UNKNOWN")
 
 
+async def test_a_whole_collection_between_reference_check_and_revision_write(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collection sweeps and drops its tombstones while the PUT is between its steps.
+
+    The PUT saw its blobs, then a collection ran from mark to the end (no tombstones left);
+    only then the PUT wrote its revision. It must not answer 201 for blobs that are gone.
+    """
+    await push_blob(client, "race3", b"swept layer")
+    await push_blob(client, "race3", b'{"n":3}')
+    manifests = app.state.services.manifests
+    missing_reference = manifests._missing_reference
+    reports: list[GCReport] = []
+
+    async def check_then_collect(*args: Any) -> Digest | None:
+        missing = await missing_reference(*args)
+        if not reports:  # the first check, before the revision is written
+            reports.append(await collect(app))
+        return missing
+
+    monkeypatch.setattr(manifests, "_missing_reference", check_then_collect)
+    raw = image_manifest(b'{"n":3}', [b"swept layer"])
+    response = await client.put(
+        "/v2/race3/manifests/v1", content=raw, headers={"Content-Type": OCI_MANIFEST}
+    )
+    assert reports[0].blobs_removed == 2
+    assert_error(response, 404, "MANIFEST_BLOB_UNKNOWN")
+    assert_error(await client.get(f"/v2/race3/manifests/{sha256(raw)}"), 404, "MANIFEST_UNKNOWN")
+    assert_error(await client.get("/v2/race3/manifests/v1"), 404, "MANIFEST_UNKNOWN")
+
+
 class PushDuringSweep(GarbageCollector):
     """A collector that lets a client push just before, or just after, its tombstones."""
 
