@@ -202,7 +202,7 @@ async def test_a_whole_collection_between_reference_check_and_revision_write(
     reports: list[GCReport] = []
 
     async def check_then_collect(*args: Any) -> Digest | None:
-        missing = await missing_reference(*args)
+        missing: Digest | None = await missing_reference(*args)
         if not reports:  # the first check, before the revision is written
             reports.append(await collect(app))
         return missing
