@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import os
 import shutil
 import sys
@@ -143,7 +144,7 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
     config.worker_class = "uvloop"
     config.workers = 0 if workers == 1 else workers  # hypercorn's 0: serve in this process
     config.loglevel = settings.log_level.upper()
-    config.errorlog = "-"
+    config.errorlog = logging.getLogger("hypercorn.error")  # no handler of its own: one format
     config.include_server_header = False
     config.keep_alive_timeout = 75
     config.h11_max_incomplete_size = settings.limits.max_header_bytes

@@ -54,7 +54,9 @@ def test_default_is_one_worker_per_cpu_and_the_metrics_folder_goes_away(tmp_path
         for _ in range(workers * 2):  # new connections: the kernel spreads them over workers
             refused = httpx.get(f"{server.url}/v2/", auth=(USER, "wrong"))
             assert refused.status_code == 401
-        assert "INFO login from 127.0.0.1 refused" in server.log.read_text()
+        log = server.log.read_text()
+        assert "INFO login from 127.0.0.1 refused" in log
+        assert log.count("Running on") == workers, log  # once per worker, in one format
         if workers > 1:
             pid = server.process.pid
             children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
