@@ -106,7 +106,7 @@ def _cpu_quota(cpu_max: Path) -> int | None:
 
 def serve(settings: Settings) -> int:
     """Run the registry, one worker per CPU unless told otherwise."""
-    from registry.logs import configure_logging
+    from registry.process import configure_logging
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     announce_generated_user(settings)

@@ -16,8 +16,8 @@ from registry.api.v2 import routes as v2_routes
 from registry.auth.setup import create_access_controller
 from registry.auth.tokenserver import router as token_router
 from registry.background import lifespan
-from registry.logs import configure_logging
 from registry.metrics import RegistryMetrics
+from registry.process import configure_logging, keep_buffers_in_heap
 from registry.services import RegistryServices
 from registry.storage.driver import StorageDriver
 from registry.storage.filesystem import FilesystemDriver
@@ -84,8 +84,9 @@ def create_app(settings: Settings) -> FastAPI:
 def create_app_from_env() -> FastAPI:
     """The application for the server's worker processes (settings from the environment).
 
-    Workers are started fresh (spawned), so each sets up its own logging.
+    Workers are started fresh (spawned), so each sets up its own logging and allocator.
     """
     settings = Settings()
     configure_logging(settings)
+    keep_buffers_in_heap()
     return create_app(settings)

@@ -1,0 +1,40 @@
+"""Set-up done once in every server process (workers are spawned fresh): logging, allocator."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+
+from config import Settings
+
+MIB = 1024 * 1024
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters
+M_MMAP_THRESHOLD = -3
+BUFFER_MMAP_THRESHOLD = 8 * MIB  # blob read buffers (1 MiB) come from the heap, not mmap
+BUFFER_TRIM_THRESHOLD = 16 * MIB  # free memory a heap keeps before giving it back
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log lines with time and level at ``REGISTRY_LOG_LEVEL``."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+    )
+
+
+def keep_buffers_in_heap() -> bool:
+    """Let glibc reuse freed blob-sized buffers instead of handing them back to the kernel.
+
+    Blob reads allocate 1 MiB buffers in pool threads and free them on the event loop. By
+    default glibc serves those with ``mmap``, or from a thread's heap that it trims as soon as
+    about 2 MiB is free, so each new buffer faults in fresh zeroed pages: with 4 clients
+    pulling, about a sixth of a worker's CPU (docs/performance.md). With these thresholds a
+    freed buffer is reused; a heap keeps at most 16 MiB free. False without glibc's mallopt.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(M_MMAP_THRESHOLD, BUFFER_MMAP_THRESHOLD)) and bool(
+        mallopt(M_TRIM_THRESHOLD, BUFFER_TRIM_THRESHOLD)
+    )
