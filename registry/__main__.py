@@ -17,7 +17,7 @@ from config import Settings
 
 APPLICATION = "registry.app:create_app_from_env()"
 APPLICATION_FACTORY = "registry.app:create_app_from_env"
-MAX_AUTO_WORKERS = 8  # ~65 MiB each; more only when REGISTRY_WORKERS asks for them
+MAX_AUTO_WORKERS = 8  # ~25-40 MiB each (forked); more only when REGISTRY_WORKERS asks
 
 
 def load_settings() -> Settings:
@@ -108,14 +108,16 @@ def serve(settings: Settings) -> int:
     """Run the registry, one worker per CPU unless told otherwise."""
     from registry.process import configure_logging
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    announce_generated_user(settings)
-    check_access_settings(settings)
     workers = settings.workers or default_workers()
     metrics_dir = None
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # before anything imports prometheus_client: it picks its storage at import, and the
+        # workers are forked from this process
         metrics_dir = tempfile.mkdtemp(prefix="registry-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    announce_generated_user(settings)
+    check_access_settings(settings)
     configure_logging(settings)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(
@@ -134,7 +136,7 @@ def serve(settings: Settings) -> int:
 
 
 def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
-    """The default server: hypercorn with uvloop."""
+    """The default server: hypercorn with uvloop; several workers are forked (supervisor.py)."""
     from hypercorn.config import Config
     from hypercorn.run import run
 
@@ -142,13 +144,17 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
     config.application_path = APPLICATION
     config.bind = [f"{host}:{settings.port}"]
     config.worker_class = "uvloop"
-    config.workers = 0 if workers == 1 else workers  # hypercorn's 0: serve in this process
+    config.workers = 0  # hypercorn's 0: serve in this process (several: registry.supervisor)
     config.loglevel = settings.log_level.upper()
     config.errorlog = logging.getLogger("hypercorn.error")  # no handler of its own: one format
     config.include_server_header = False
     config.keep_alive_timeout = 75
     config.h11_max_incomplete_size = settings.limits.max_header_bytes
-    return run(config)
+    if workers == 1:
+        return run(config)
+    from registry.supervisor import run_workers
+
+    return run_workers(config, workers)
 
 
 def run_granian(settings: Settings, workers: int) -> int:

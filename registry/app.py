@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
 def create_app_from_env() -> FastAPI:
     """The application for the server's worker processes (settings from the environment).
 
-    Workers are started fresh (spawned), so each sets up its own logging and allocator.
+    Each worker process sets up its logging and allocator here (a no-op where inherited).
     """
     settings = Settings()
     configure_logging(settings)

@@ -1,4 +1,4 @@
-"""Set-up done once in every server process (workers are spawned fresh): logging, allocator."""
+"""Set-up done in every server process as it creates the app: logging, allocator."""
 
 from __future__ import annotations
 

@@ -1,16 +1,22 @@
-"""Several hypercorn workers: an upload's requests may land on any of them."""
+"""Several hypercorn workers: an upload's requests may land on any of them; one that dies is
+replaced."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from registry.__main__ import default_workers
-from tests.e2e.conftest import PASSWORD, USER, start_registry
+from registry.supervisor import START_GRACE
+from tests.e2e.conftest import PASSWORD, ROOT, USER, free_port, start_registry
 
 pytestmark = pytest.mark.e2e
 
@@ -46,11 +52,13 @@ def test_chunked_uploads_across_workers(tmp_path: Path) -> None:
 
 def test_default_is_one_worker_per_cpu_and_the_metrics_folder_goes_away(tmp_path: Path) -> None:
     workers = default_workers()
-    server = start_registry(tmp_path / "data", tmp_path / "registry.log")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    server = start_registry(tmp_path / "data", tmp_path / "registry.log", TMPDIR=str(scratch))
     try:
         started = server.log.read_text()
         assert f"hypercorn, {workers} worker" in started, started
-        # the workers log too (they are spawned fresh and set up their own logging)
+        # the workers log too (they set up their own logging)
         for _ in range(workers * 2):  # new connections: the kernel spreads them over workers
             refused = httpx.get(f"{server.url}/v2/", auth=(USER, "wrong"))
             assert refused.status_code == 401
@@ -58,17 +66,57 @@ def test_default_is_one_worker_per_cpu_and_the_metrics_folder_goes_away(tmp_path
         assert "INFO login from 127.0.0.1 refused" in log
         assert log.count("Running on") == workers, log  # once per worker, in one format
         if workers > 1:
-            pid = server.process.pid
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            assert len(children) >= workers  # the workers (and multiprocessing's tracker)
-            metrics_dirs = {
-                Path(variable.split("=", 1)[1])
-                for child in children
-                for variable in Path(f"/proc/{child}/environ").read_bytes().decode().split("\0")
-                if variable.startswith("PROMETHEUS_MULTIPROC_DIR=")
-            }
-            assert len(metrics_dirs) == 1 and next(iter(metrics_dirs)).is_dir()
+            assert len(worker_pids(server.process.pid)) == workers
+            assert len(list(scratch.glob("registry-metrics-*"))) == 1
     finally:
         server.stop()
-    if workers > 1:
-        assert not next(iter(metrics_dirs)).exists()  # removed when the server stopped
+    assert not list(scratch.glob("registry-metrics-*"))  # removed when the server stopped
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    """The supervisor's children that are forked copies of it (same command line)."""
+    command = Path(f"/proc/{supervisor}/cmdline").read_bytes()
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return [int(c) for c in children if Path(f"/proc/{c}/cmdline").read_bytes() == command]
+
+
+def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
+    server = start_registry(tmp_path / "data", tmp_path / "registry.log", REGISTRY_WORKERS="2")
+    try:
+        first = worker_pids(server.process.pid)
+        assert len(first) == 2
+        time.sleep(START_GRACE)  # past start-up: a death now is a crash, not a bad start
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = worker_pids(server.process.pid)
+            if len(now) == 2 and first[0] not in now:
+                break
+            time.sleep(0.2)
+        assert len(now) == 2 and first[0] not in now and first[1] in now, (first, now)
+        for _ in range(8):  # new connections reach both workers, old and new
+            pinged = httpx.get(f"{server.url}/v2/", auth=(USER, PASSWORD))
+            assert pinged.status_code == 200
+        assert f"worker {first[0]} exited with -9; starting another" in server.log.read_text()
+    finally:
+        server.stop()
+    assert server.process.returncode == 0
+
+
+def test_workers_that_die_at_start_up_stop_the_server(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from hypercorn.config import Config\n"
+        "from registry.supervisor import run_workers\n"
+        "config = Config()\n"
+        "config.application_path = 'no_such_module:app'\n"
+        f"config.bind = ['127.0.0.1:{free_port()}']\n"
+        "sys.exit(run_workers(config, 2))\n"
+    )
+    began = time.monotonic()
+    ended = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert ended.returncode == 1, ended.stderr
+    assert "at start-up" in ended.stderr
+    assert time.monotonic() - began < 30
