@@ -19,7 +19,14 @@ from pathlib import Path
 
 from bench import cases, limits, load
 from bench.client import random_file
-from bench.servers import Server, peak_rss, peak_rss_reset, start_distribution, start_ours
+from bench.servers import (
+    PssSampler,
+    Server,
+    peak_rss,
+    peak_rss_reset,
+    start_distribution,
+    start_ours,
+)
 
 MIB = 1024 * 1024
 GB = 1e9
@@ -117,13 +124,14 @@ def run_rep(
 ) -> None:
     if "push" not in skip:
         peak_rss_reset(server.pid)
-        timed(
-            sample,
-            "push_monolithic_GBps",
-            lambda: cases.push_monolithic(server, blob, digest),
-            size,
-        )
-        record_rss(sample, "rss_push", server)
+        with PssSampler(server.pid) as pss:
+            timed(
+                sample,
+                "push_monolithic_GBps",
+                lambda: cases.push_monolithic(server, blob, digest),
+                size,
+            )
+        record_rss(sample, "rss_push", server, pss)
         timed(
             sample,
             "push_chunked_16MiB_GBps",
@@ -136,9 +144,10 @@ def run_rep(
             sample["pull_cold_1_client_GBps"].append(received / seconds / GB)
         cases.pull(server, digest, clients=1)  # warm: from the page cache for both
         peak_rss_reset(server.pid)
-        seconds, received = cases.pull(server, digest, clients=1)
+        with PssSampler(server.pid) as pss:
+            seconds, received = cases.pull(server, digest, clients=1)
         sample["pull_1_client_GBps"].append(received / seconds / GB)
-        record_rss(sample, "rss_pull", server)
+        record_rss(sample, "rss_pull", server, pss)
         seconds, received = cases.pull(server, digest, clients=4)
         sample["pull_4_clients_GBps"].append(received / seconds / GB)
     if "small" not in skip:
@@ -200,16 +209,17 @@ def measure_rss(
 ) -> None:
     print(f"{server.name}: peak RSS with a big blob ...", flush=True)
     peak_rss_reset(server.pid)
-    cases.push_monolithic(server, blob, digest, repo="bench/big")
-    cases.pull(server, digest, repo="bench/big")
-    record_rss(sample, f"{key}_push_pull", server)
+    with PssSampler(server.pid) as pss:
+        cases.push_monolithic(server, blob, digest, repo="bench/big")
+        cases.pull(server, digest, repo="bench/big")
+    record_rss(sample, f"{key}_push_pull", server, pss)
 
 
-def record_rss(sample: dict[str, list[float]], key: str, server: Server) -> None:
-    """Peak RSS since the last reset: of the largest process, and of all the server's processes."""
-    largest, total = peak_rss(server.pid)
-    sample[f"{key}_MiB"].append(largest / MIB)
-    sample[f"{key}_all_processes_MiB"].append(total / MIB)
+def record_rss(sample: dict[str, list[float]], key: str, server: Server, pss: PssSampler) -> None:
+    """Peak RSS of the largest process since the last reset, and the sampled peak PSS summed
+    over all the server's processes (shared pages counted once)."""
+    sample[f"{key}_MiB"].append(peak_rss(server.pid) / MIB)
+    sample[f"{key.replace('rss', 'pss')}_all_processes_MiB"].append(pss.peak / MIB)
 
 
 def docker_case(

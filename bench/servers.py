@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,11 +163,8 @@ def peak_rss_reset(pgid: int) -> None:
             file.write("5")
 
 
-def peak_rss(pgid: int) -> tuple[int, int]:
-    """Peak resident set sizes (bytes) since the last reset: (largest process, all processes).
-
-    The sum counts pages shared between processes once per process, so it is an upper bound.
-    """
+def peak_rss(pgid: int) -> int:
+    """The largest peak resident set size (bytes) of a server's processes since the last reset."""
     peaks = [0]
     for pid in process_group(pgid):
         with (
@@ -174,7 +172,46 @@ def peak_rss(pgid: int) -> tuple[int, int]:
             open(f"/proc/{pid}/status") as file,
         ):
             peaks += [int(line.split()[1]) * 1024 for line in file if line.startswith("VmHWM:")]
-    return max(peaks), sum(peaks)
+    return max(peaks)
+
+
+class PssSampler:
+    """The peak, sampled every 0.1 s, of the proportional set size summed over a server's
+    processes: pages shared between them (a forked worker's modules) counted once, in shares.
+    The kernel keeps no peak of it, so a spike shorter than a sample can be missed."""
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+        self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.total())
+            if self._done.wait(0.1):
+                return
+
+    def total(self) -> int:
+        """Bytes of PSS over the group now."""
+        total = 0
+        for pid in process_group(self.pgid):
+            with (
+                contextlib.suppress(FileNotFoundError, ProcessLookupError),
+                open(f"/proc/{pid}/smaps_rollup") as file,
+            ):
+                total += sum(
+                    int(line.split()[1]) * 1024 for line in file if line.startswith("Pss:")
+                )
+        return total
 
 
 def start_moto(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
