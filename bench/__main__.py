@@ -15,6 +15,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from bench import cases, limits, load
@@ -22,6 +23,7 @@ from bench.client import random_file
 from bench.servers import (
     PssSampler,
     Server,
+    cpu_seconds,
     peak_rss,
     peak_rss_reset,
     start_distribution,
@@ -144,14 +146,23 @@ def run_rep(
             sample["pull_cold_1_client_GBps"].append(received / seconds / GB)
         cases.pull(server, digest, clients=1)  # warm: from the page cache for both
         peak_rss_reset(server.pid)
+        used = cpu_seconds(server.pid)
         with PssSampler(server.pid) as pss:
             seconds, received = cases.pull(server, digest, clients=1)
         sample["pull_1_client_GBps"].append(received / seconds / GB)
+        sample["pull_1_client_server_cpu_s_per_GiB"].append(per_gib(server, used, received))
         record_rss(sample, "rss_pull", server, pss)
+        used = cpu_seconds(server.pid)
         seconds, received = cases.pull(server, digest, clients=4)
         sample["pull_4_clients_GBps"].append(received / seconds / GB)
+        sample["pull_4_clients_server_cpu_s_per_GiB"].append(per_gib(server, used, received))
     if "small" not in skip:
         small_requests(server, args.seconds, sample)
+
+
+def per_gib(server: Server, cpu_before: float, size: int) -> float:
+    """The server's CPU seconds since ``cpu_before``, per GiB of ``size``."""
+    return (cpu_seconds(server.pid) - cpu_before) / (size / (1024 * MIB))
 
 
 def small_requests(
@@ -236,8 +247,11 @@ def docker_case(
             server = start(workdir)  # an empty data folder each time: every layer is sent
             try:
                 print(f"docker rep {rep + 1}/{reps}: {server.name}", flush=True)
-                push, pull, _ = docker.push_pull(server, saved, "bench-image:5x100")
+                push, pull, push_cpu = docker.push_pull(
+                    server, saved, "bench-image:5x100", partial(cpu_seconds, server.pid)
+                )
                 samples[server.name]["docker_push_s"].append(push)
+                samples[server.name]["docker_push_server_cpu_s"].append(push_cpu)
                 samples[server.name]["docker_pull_s"].append(pull)
             finally:
                 server.stop()

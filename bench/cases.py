@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -297,16 +298,20 @@ class DockerCli:
         shutil.rmtree(context)
         return saved
 
-    def push_pull(self, server: Server, saved: Path, image: str) -> tuple[float, float, str]:
-        """Seconds for ``docker push`` and, with nothing left locally, ``docker pull``."""
+    def push_pull(
+        self, server: Server, saved: Path, image: str, server_cpu: Callable[[], float]
+    ) -> tuple[float, float, float]:
+        """Seconds for ``docker push`` and, with nothing left locally, ``docker pull``; and the
+        server's CPU seconds during the push (``server_cpu`` reads its running total)."""
         host = f"127.0.0.1:{server.port}"
         self.run("login", host, "-u", USER, "--password-stdin", stdin=PASSWORD)
         target = f"{host}/{image}"
         self.run("load", "-q", "-i", str(saved))
         self.run("tag", image, target)
-        start = time.perf_counter()
+        used, start = server_cpu(), time.perf_counter()
         pushed = self.run("push", target)
         push_seconds = time.perf_counter() - start
+        push_cpu = server_cpu() - used
         digest = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed)
         assert digest, pushed
         self.run("rmi", target, image)
@@ -315,4 +320,4 @@ class DockerCli:
         pull_seconds = time.perf_counter() - start
         assert f"Digest: {digest[1]}" in pulled, pulled
         self.run("rmi", target)
-        return push_seconds, pull_seconds, digest[1]
+        return push_seconds, pull_seconds, push_cpu

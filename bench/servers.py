@@ -175,6 +175,19 @@ def peak_rss(pgid: int) -> int:
     return max(peaks)
 
 
+def cpu_seconds(pgid: int) -> float:
+    """User and system CPU seconds used so far by a server's processes."""
+    ticks = 0
+    for pid in process_group(pgid):
+        with (
+            contextlib.suppress(FileNotFoundError, ProcessLookupError),
+            open(f"/proc/{pid}/stat") as file,
+        ):
+            fields = file.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class PssSampler:
     """The peak, sampled every 0.1 s, of the proportional set size summed over a server's
     processes: pages shared between them (a forked worker's modules) counted once, in shares.
