@@ -65,6 +65,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_landed(directory: Path) -> None:
+    """fsync the folder a rename landed in (or left). If a concurrent delete (garbage
+    collection) has removed it already, the delete came after the write: nothing is left to
+    make durable, and the write still succeeded."""
+    with contextlib.suppress(FileNotFoundError):
+        _fsync_dir(directory)
+
+
 def _make_parents(path: Path) -> None:
     """Create missing parent directories, fsyncing each directory that gained an entry."""
     missing: list[Path] = []
@@ -261,7 +269,7 @@ class FilesystemDriver:
                 raise
 
         _into_directory(full, write)
-        _fsync_dir(full.parent)
+        _fsync_landed(full.parent)
 
     async def put_content(self, path: str, content: bytes) -> None:
         full = self._full(path)
@@ -361,9 +369,9 @@ class FilesystemDriver:
 
     def _move(self, source: Path, destination: Path) -> None:
         _into_directory(destination, lambda: os.replace(source, destination))
-        _fsync_dir(destination.parent)
+        _fsync_landed(destination.parent)
         if source.parent != destination.parent:
-            _fsync_dir(source.parent)
+            _fsync_landed(source.parent)
 
     async def move(self, source: str, destination: str) -> None:
         full_source, full_destination = self._full(source), self._full(destination)

@@ -117,3 +117,25 @@ async def test_a_directory_deleted_under_a_write_is_made_again(
     await driver.move("repo/_uploads/u/data", "blobs/ab/abc/data")
     assert (tmp_path / "blobs/ab/abc/data").read_bytes() == b"bytes"
     assert len(removed) == 2
+
+
+async def test_a_directory_deleted_right_after_a_write_is_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete came after the write (garbage collection removing a link it judged unused):
+    the write succeeded, and there is no folder left to fsync."""
+    driver = FilesystemDriver(tmp_path)
+    replace = os.replace
+
+    def replace_then_lose_the_folder(source: str | Path, destination: str | Path) -> None:
+        replace(source, destination)
+        shutil.rmtree(Path(destination).parent)
+
+    monkeypatch.setattr(os, "replace", replace_then_lose_the_folder)
+    await driver.put_content("repo/_layers/sha256/abc/link", b"sha256:abc")
+    assert not (tmp_path / "repo/_layers/sha256/abc").exists()
+    monkeypatch.setattr(os, "replace", replace)
+    await driver.put_content("repo/_uploads/u/data", b"bytes")
+    monkeypatch.setattr(os, "replace", replace_then_lose_the_folder)
+    await driver.move("repo/_uploads/u/data", "blobs/ab/abc/data")
+    assert not (tmp_path / "blobs/ab/abc").exists()
