@@ -149,6 +149,7 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
     config.errorlog = logging.getLogger("hypercorn.error")  # no handler of its own: one format
     config.include_server_header = False
     config.keep_alive_timeout = 75
+    config.graceful_timeout = 8  # requests in flight get this long on SIGTERM (docker: 10 s)
     config.h11_max_incomplete_size = settings.limits.max_header_bytes
     if workers == 1:
         return run(config)

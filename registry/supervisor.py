@@ -18,8 +18,8 @@ import os
 import signal
 import time
 from multiprocessing.connection import wait
+from multiprocessing.context import ForkContext
 from multiprocessing.process import BaseProcess
-from multiprocessing.synchronize import Event
 from types import FrameType
 
 from hypercorn.asyncio.run import uvloop_worker
@@ -27,43 +27,49 @@ from hypercorn.config import Config, Sockets
 
 log = logging.getLogger("registry.supervisor")
 START_GRACE = 5.0  # seconds: a worker that dies sooner stops the server
-STOP_TIMEOUT = 30.0  # seconds the workers get to finish their requests on shutdown
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def run_workers(config: Config, workers: int) -> int:
-    """Serve with ``workers`` forked processes until SIGTERM or SIGINT; the exit code."""
+    """Serve with ``workers`` forked processes until SIGTERM or SIGINT; the exit code.
+
+    Stopping works as in a single hypercorn process: each worker, on SIGTERM or SIGINT, stops
+    accepting, lets requests finish for ``config.graceful_timeout`` and exits. The supervisor
+    passes its own SIGTERM or SIGINT on as SIGTERM (a Ctrl+C reaches them all anyway), and
+    kills whatever is left after the graceful timeout and a few seconds more.
+    """
     import registry.app  # noqa: F401  imported once here, shared by every worker
 
-    sockets = config.create_sockets()
-    context = multiprocessing.get_context("fork")
-    shutdown = context.Event()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):  # workers stop by the event only
-        signal.signal(signal_number, signal.SIG_IGN)
-    gc.freeze()
-    started = {_start(context, config, sockets, shutdown): time.monotonic() for _ in range(workers)}
+    stop_signals: list[int] = []  # the handler only records; the loop below acts on it
 
     def stop(signal_number: int, frame: FrameType | None) -> None:
-        shutdown.set()
+        stop_signals.append(signal_number)
 
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
+    for signal_number in STOP_SIGNALS:
         signal.signal(signal_number, stop)
+    sockets = config.create_sockets()
+    context = multiprocessing.get_context("fork")
+    gc.freeze()
+    started = {_start(context, config, sockets): time.monotonic() for _ in range(workers)}
     exit_code = 0
-    while not shutdown.is_set():
-        for ended in wait([process.sentinel for process in started], timeout=1.0):
+    while not stop_signals and not exit_code:
+        for ended in wait([process.sentinel for process in started], timeout=0.5):
             process = next(p for p in started if p.sentinel == ended)
             lived = time.monotonic() - started.pop(process)
             process.join()
             _forget_live_gauges(process.pid)
-            if shutdown.is_set():
+            if stop_signals:
                 break
             if lived < START_GRACE:
                 log.error("worker %s exited with %s at start-up", process.pid, process.exitcode)
-                shutdown.set()
                 exit_code = 1
                 break
             log.warning("worker %s exited with %s; starting another", process.pid, process.exitcode)
-            started[_start(context, config, sockets, shutdown)] = time.monotonic()
-    deadline = time.monotonic() + STOP_TIMEOUT
+            started[_start(context, config, sockets)] = time.monotonic()
+    for process in started:
+        if process.pid is not None and process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + config.graceful_timeout + 5
     for process in started:
         process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
@@ -74,14 +80,15 @@ def run_workers(config: Config, workers: int) -> int:
     return exit_code
 
 
-def _start(
-    context: multiprocessing.context.ForkContext, config: Config, sockets: Sockets, shutdown: Event
-) -> BaseProcess:
-    process = context.Process(
-        target=uvloop_worker,
-        kwargs={"config": config, "sockets": sockets, "shutdown_event": shutdown},
-        daemon=True,
-    )
+def _serve(config: Config, sockets: Sockets) -> None:
+    """A worker: the default signal actions until hypercorn sets its graceful handlers."""
+    for signal_number in STOP_SIGNALS:
+        signal.signal(signal_number, signal.SIG_DFL)
+    uvloop_worker(config, sockets)
+
+
+def _start(context: ForkContext, config: Config, sockets: Sockets) -> BaseProcess:
+    process = context.Process(target=_serve, args=(config, sockets), daemon=True)
     process.start()
     return process
 

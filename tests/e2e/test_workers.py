@@ -120,3 +120,15 @@ def test_workers_that_die_at_start_up_stop_the_server(tmp_path: Path) -> None:
     assert ended.returncode == 1, ended.stderr
     assert "at start-up" in ended.stderr
     assert time.monotonic() - began < 30
+
+
+def test_ctrl_c_stops_the_supervisor_and_every_worker(tmp_path: Path) -> None:
+    server = start_registry(tmp_path / "data", tmp_path / "registry.log", REGISTRY_WORKERS="2")
+    try:
+        workers = worker_pids(server.process.pid)
+        assert len(workers) == 2
+        os.killpg(server.process.pid, signal.SIGINT)  # what a terminal's Ctrl+C sends
+        assert server.process.wait(timeout=30) == 0
+        assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    finally:
+        server.stop()
