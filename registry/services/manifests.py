@@ -175,8 +175,10 @@ class ManifestService:
             except RegistryError:
                 return True
 
-        async def manifest_missing(descriptor: Descriptor) -> bool:
-            return not await self._has_revision(name, descriptor.digest)
+        async def manifest_missing(descriptor: Descriptor) -> bool:  # its link and its bytes
+            digest = descriptor.digest
+            has_bytes = await self.blobs.exists(digest) is not None
+            return not has_bytes or not await self._has_revision(name, digest)
 
         checks = [blob_missing(d) for d in manifest.blobs]
         checks += [manifest_missing(d) for d in manifest.manifests]

@@ -159,6 +159,25 @@ async def test_orphaned_revision_and_expired_upload_are_swept(
     assert_error(await client.get(idle.headers["location"]), 404, "BLOB_UPLOAD_UNKNOWN")
 
 
+async def test_an_index_is_refused_for_a_child_whose_bytes_are_gone(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """A revision link left without its manifest bytes (a sweep racing a re-push) is no child."""
+    child, child_raw = await push_image(client, "orphan-child", "v1", [b"child layer"])
+    await driver_of(app).delete(paths.blob_directory(Digest.parse(child)))
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [descriptor(child_raw, OCI_MANIFEST)],
+        }
+    ).encode()
+    response = await client.put(
+        "/v2/orphan-child/manifests/all", content=index, headers={"Content-Type": OCI_INDEX}
+    )
+    assert_error(response, 404, "MANIFEST_BLOB_UNKNOWN")
+
+
 async def test_only_one_collection_at_a_time(app: FastAPI) -> None:
     lock = await driver_of(app).writer(paths.gc_lock(), 0)
     try:
