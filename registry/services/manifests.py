@@ -151,7 +151,7 @@ class ManifestService:
         found = await tombstoned(self.driver, candidates)
         if found is not None:
             missing = found.rsplit("/", 2)[-2] + ":" + found.rsplit("/", 1)[-1]
-        elif not await self._has_revision(name, digest) or await self.blobs.exists(digest) is None:
+        elif await self._lacks_manifest(name, digest):
             missing = str(digest)
         elif (reference := await self._missing_reference(name, manifest)) is not None:
             missing = str(reference)
@@ -165,6 +165,12 @@ class ManifestService:
             message="a referenced blob or manifest is being garbage collected; push it again",
         )
 
+    async def _lacks_manifest(self, name: str, digest: Digest) -> bool:
+        """Whether ``name`` is missing the manifest's revision link or its bytes."""
+        if await self.blobs.exists(digest) is None:
+            return True
+        return not await self._has_revision(name, digest)
+
     async def _missing_reference(self, name: str, manifest: Manifest) -> Digest | None:
         """A blob or child manifest ``manifest`` references that ``name`` lacks, if any."""
 
@@ -175,13 +181,8 @@ class ManifestService:
             except RegistryError:
                 return True
 
-        async def manifest_missing(descriptor: Descriptor) -> bool:  # its link and its bytes
-            digest = descriptor.digest
-            has_bytes = await self.blobs.exists(digest) is not None
-            return not has_bytes or not await self._has_revision(name, digest)
-
         checks = [blob_missing(d) for d in manifest.blobs]
-        checks += [manifest_missing(d) for d in manifest.manifests]
+        checks += [self._lacks_manifest(name, d.digest) for d in manifest.manifests]
         descriptors = [*manifest.blobs, *manifest.manifests]
         for descriptor, missing in zip(descriptors, await asyncio.gather(*checks), strict=True):
             if missing:
