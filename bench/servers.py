@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,28 +164,31 @@ def peak_rss_reset(pgid: int) -> None:
             file.write("5")
 
 
+def _proc_files(pgid: int, name: str) -> Iterator[str]:
+    """The text of ``/proc/<pid>/<name>`` for each process of a server still running."""
+    for pid in process_group(pgid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # exited meanwhile
+            with open(f"/proc/{pid}/{name}") as file:
+                text = file.read()
+            yield text
+
+
+def _kib_fields(text: str, field: str) -> list[int]:
+    """The values, in bytes, of the ``field:`` lines (kB) of a /proc status or smaps file."""
+    return [int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith(field)]
+
+
 def peak_rss(pgid: int) -> int:
     """The largest peak resident set size (bytes) of a server's processes since the last reset."""
-    peaks = [0]
-    for pid in process_group(pgid):
-        with (
-            contextlib.suppress(FileNotFoundError, ProcessLookupError),
-            open(f"/proc/{pid}/status") as file,
-        ):
-            peaks += [int(line.split()[1]) * 1024 for line in file if line.startswith("VmHWM:")]
-    return max(peaks)
+    return max([0, *(sum(_kib_fields(text, "VmHWM:")) for text in _proc_files(pgid, "status"))])
 
 
 def cpu_seconds(pgid: int) -> float:
     """User and system CPU seconds used so far by a server's processes."""
     ticks = 0
-    for pid in process_group(pgid):
-        with (
-            contextlib.suppress(FileNotFoundError, ProcessLookupError),
-            open(f"/proc/{pid}/stat") as file,
-        ):
-            fields = file.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    for text in _proc_files(pgid, "stat"):
+        fields = text.rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -215,16 +219,9 @@ class PssSampler:
 
     def total(self) -> int:
         """Bytes of PSS over the group now."""
-        total = 0
-        for pid in process_group(self.pgid):
-            with (
-                contextlib.suppress(FileNotFoundError, ProcessLookupError),
-                open(f"/proc/{pid}/smaps_rollup") as file,
-            ):
-                total += sum(
-                    int(line.split()[1]) * 1024 for line in file if line.startswith("Pss:")
-                )
-        return total
+        return sum(
+            sum(_kib_fields(text, "Pss:")) for text in _proc_files(self.pgid, "smaps_rollup")
+        )
 
 
 def start_moto(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
