@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 
 from bench import cases, limits, load
-from bench.client import random_file
+from bench.client import cache_file, random_file
 from bench.servers import (
     PssSampler,
     Server,
@@ -125,6 +125,7 @@ def run_rep(
     sample: dict[str, list[float]],
 ) -> None:
     if "push" not in skip:
+        cache_file(blob)  # the pull cases below drop the page cache
         peak_rss_reset(server.pid)
         with PssSampler(server.pid) as pss:
             timed(
