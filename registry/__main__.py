@@ -140,6 +140,8 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
     from hypercorn.config import Config
     from hypercorn.run import run
 
+    from registry.process import import_first_request_modules
+
     config = Config()
     config.application_path = APPLICATION
     config.bind = [f"{host}:{settings.port}"]
@@ -151,6 +153,7 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
     config.keep_alive_timeout = 75
     config.graceful_timeout = 8  # requests in flight get this long on SIGTERM (docker: 10 s)
     config.h11_max_incomplete_size = settings.limits.max_header_bytes
+    import_first_request_modules()  # before the workers fork: they share them
     if workers == 1:
         return run(config)
     from registry.supervisor import run_workers

@@ -132,3 +132,35 @@ def test_ctrl_c_stops_the_supervisor_and_every_worker(tmp_path: Path) -> None:
         assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_requests_import_no_modules(tmp_path: Path, workers: int) -> None:
+    """What the requests need is imported before the workers fork: none pays an import."""
+    log = tmp_path / "registry.log"
+    server = start_registry(
+        tmp_path / "data", log, REGISTRY_WORKERS=str(workers), PYTHONPROFILEIMPORTTIME="1"
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while log.read_text().count("Running on") < workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        served_from = len(log.read_text())
+        data = os.urandom(3 * 1024 * 1024)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        pushed = httpx.post(
+            f"{server.url}/v2/imports/blobs/uploads/",
+            params={"digest": digest},
+            content=data,
+            auth=(USER, PASSWORD),
+        )
+        assert pushed.status_code == 201, pushed.text
+        for _ in range(6):  # new connections: both workers serve some
+            pulled = httpx.get(f"{server.url}/v2/imports/blobs/{digest}", auth=(USER, PASSWORD))
+            assert hashlib.sha256(pulled.content).hexdigest() == digest.split(":")[1]
+        imported = [
+            line for line in log.read_text()[served_from:].splitlines() if "import time" in line
+        ]
+        assert not imported, imported
+    finally:
+        server.stop()
