@@ -38,6 +38,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--workdir", default="/tmp/registry-bench", help="scratch folder")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each case")
+    parser.add_argument(
+        "--docker-reps",
+        type=int,
+        default=5,
+        help="repetitions of the docker push/pull case (dockerd's own time varies by ±15 %%)",
+    )
     parser.add_argument("--blob-mib", type=int, default=1024, help="size of the big blob")
     parser.add_argument(
         "--big-mib", type=int, default=5120, help="blob for the flat-RSS check (0: skip)"
@@ -93,7 +99,7 @@ def main() -> int:
                 server.stop()
 
     if "docker" not in skip:
-        docker_case(workdir, args.reps, extra_env, samples)
+        docker_case(workdir, args.docker_reps, extra_env, samples)
 
     results["samples"] = samples
     table = summarise(samples, results.get("limits"))
