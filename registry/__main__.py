@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import logging
 import os
@@ -169,6 +170,11 @@ def run_granian(settings: Settings, workers: int) -> int:
     from granian.log import LogLevels
     from granian.server import Server
 
+    import registry.app  # noqa: F401  granian forks its workers: they share what is imported here
+    from registry.process import import_first_request_modules
+
+    import_first_request_modules()
+    gc.freeze()
     Server(
         APPLICATION_FACTORY,
         address=settings.host,

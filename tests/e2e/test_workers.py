@@ -134,16 +134,26 @@ def test_ctrl_c_stops_the_supervisor_and_every_worker(tmp_path: Path) -> None:
         server.stop()
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_requests_import_no_modules(tmp_path: Path, workers: int) -> None:
+WORKER_STARTED = {"hypercorn": "Running on", "granian": "Started worker-"}
+
+
+@pytest.mark.parametrize(
+    ("server_name", "workers"), [("hypercorn", 1), ("hypercorn", 2), ("granian", 2)]
+)
+def test_requests_import_no_modules(tmp_path: Path, server_name: str, workers: int) -> None:
     """What the requests need is imported before the workers fork: none pays an import."""
     log = tmp_path / "registry.log"
     server = start_registry(
-        tmp_path / "data", log, REGISTRY_WORKERS=str(workers), PYTHONPROFILEIMPORTTIME="1"
+        tmp_path / "data",
+        log,
+        REGISTRY_SERVER=server_name,
+        REGISTRY_WORKERS=str(workers),
+        PYTHONPROFILEIMPORTTIME="1",
     )
     try:
         deadline = time.monotonic() + 10
-        while log.read_text().count("Running on") < workers and time.monotonic() < deadline:
+        started = WORKER_STARTED[server_name]
+        while log.read_text().count(started) < workers and time.monotonic() < deadline:
             time.sleep(0.1)
         served_from = len(log.read_text())
         data = os.urandom(3 * 1024 * 1024)
