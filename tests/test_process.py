@@ -44,3 +44,21 @@ def test_blob_buffers_come_from_the_heap_and_stay_for_reuse() -> None:
     assert default_mapped >= 4 * 1024 * 1024  # by default each buffer is its own mapping
     assert tuned_mapped < 1024 * 1024  # tuned: from the heap ...
     assert tuned_free >= 4 * 1024 * 1024 > default_free  # ... and kept there when freed
+
+
+def test_first_request_modules_are_imported_and_a_moved_one_is_skipped() -> None:
+    probe = (
+        "import builtins, importlib, sys\n"
+        "from registry.process import import_first_request_modules\n"
+        "import_first_request_modules()\n"
+        "assert 'anyio._backends._asyncio' in sys.modules and 'uvloop' in sys.modules\n"
+        "def moved(name, *args):\n"
+        "    raise ImportError(name)\n"
+        "importlib.import_module = moved\n"
+        "import_first_request_modules()  # a release that moved it: no error\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert result.stdout.strip() == "ok", result.stderr
