@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import getpass
 import logging
 import os
@@ -141,8 +140,6 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
     from hypercorn.config import Config
     from hypercorn.run import run
 
-    from registry.process import import_first_request_modules
-
     config = Config()
     config.application_path = APPLICATION
     config.bind = [f"{host}:{settings.port}"]
@@ -154,8 +151,10 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
     config.keep_alive_timeout = 75
     config.graceful_timeout = 8  # requests in flight get this long on SIGTERM (docker: 10 s)
     config.h11_max_incomplete_size = settings.limits.max_header_bytes
-    import_first_request_modules()  # before the workers fork: they share them
     if workers == 1:
+        from registry.process import import_first_request_modules
+
+        import_first_request_modules()
         return run(config)
     from registry.supervisor import run_workers
 
@@ -170,11 +169,9 @@ def run_granian(settings: Settings, workers: int) -> int:
     from granian.log import LogLevels
     from granian.server import Server
 
-    import registry.app  # noqa: F401  granian forks its workers: they share what is imported here
-    from registry.process import import_first_request_modules
+    from registry.process import preload_for_forked_workers
 
-    import_first_request_modules()
-    gc.freeze()
+    preload_for_forked_workers()  # granian forks its workers
     Server(
         APPLICATION_FACTORY,
         address=settings.host,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import importlib
 import logging
 
@@ -34,6 +35,15 @@ def import_first_request_modules() -> None:
 
     with contextlib.suppress(ImportError):
         importlib.import_module("anyio._backends._asyncio")
+
+
+def preload_for_forked_workers() -> None:
+    """Import the app and what its first requests need, then ``gc.freeze()``: workers forked
+    after this share those pages, and their collectors leave them untouched."""
+    import registry.app  # noqa: F401
+
+    import_first_request_modules()
+    gc.freeze()
 
 
 def keep_buffers_in_heap() -> bool:

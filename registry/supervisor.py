@@ -11,7 +11,6 @@ start-up would only repeat.
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import os
@@ -24,6 +23,8 @@ from types import FrameType
 
 from hypercorn.asyncio.run import uvloop_worker
 from hypercorn.config import Config, Sockets
+
+from registry.process import preload_for_forked_workers
 
 log = logging.getLogger("registry.supervisor")
 START_GRACE = 5.0  # seconds: a worker that dies sooner stops the server
@@ -38,8 +39,7 @@ def run_workers(config: Config, workers: int) -> int:
     passes its own SIGTERM or SIGINT on as SIGTERM (a Ctrl+C reaches them all anyway), and
     kills whatever is left after the graceful timeout and a few seconds more.
     """
-    import registry.app  # noqa: F401  imported once here, shared by every worker
-
+    preload_for_forked_workers()
     stop_signals: list[int] = []  # the handler only records; the loop below acts on it
 
     def stop(signal_number: int, frame: FrameType | None) -> None:
@@ -49,7 +49,6 @@ def run_workers(config: Config, workers: int) -> int:
         signal.signal(signal_number, stop)
     sockets = config.create_sockets()
     context = multiprocessing.get_context("fork")
-    gc.freeze()
     started = {_start(context, config, sockets): time.monotonic() for _ in range(workers)}
     exit_code = 0
     while not stop_signals and not exit_code:

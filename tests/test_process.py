@@ -48,7 +48,7 @@ def test_blob_buffers_come_from_the_heap_and_stay_for_reuse() -> None:
 
 def test_first_request_modules_are_imported_and_a_moved_one_is_skipped() -> None:
     probe = (
-        "import builtins, importlib, sys\n"
+        "import importlib, sys\n"
         "from registry.process import import_first_request_modules\n"
         "import_first_request_modules()\n"
         "assert 'anyio._backends._asyncio' in sys.modules and 'uvloop' in sys.modules\n"
