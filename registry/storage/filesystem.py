@@ -119,12 +119,12 @@ def _write_fully(fd: int, data: bytes | memoryview | mmap.mmap) -> None:
             written += os.write(fd, view[written:])
 
 
-def _is_aligned(view: memoryview) -> bool:
-    """Whether O_DIRECT can write ``view`` without staging: aligned address and length."""
-    if len(view) % DIRECT_ALIGN:
-        return False
-    address = ctypes.addressof(ctypes.c_char.from_buffer(view)) if not view.readonly else 1
-    return address % DIRECT_ALIGN == 0
+def _direct_prefix(view: memoryview) -> int:
+    """How many leading bytes of ``view`` O_DIRECT can write as they are (aligned address)."""
+    if view.readonly or len(view) < DIRECT_ALIGN:
+        return 0
+    address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+    return 0 if address % DIRECT_ALIGN else len(view) - len(view) % DIRECT_ALIGN
 
 
 class FilesystemWriter:
@@ -176,9 +176,12 @@ class FilesystemWriter:
         self._drop_stale_tail()
         self._wrote = True
         view = memoryview(data).cast("B")
-        if self._staging is None or (self._staged == 0 and _is_aligned(view)):
-            _write_fully(self._fd, view)  # buffered, or aligned so O_DIRECT can take it as it is
+        if self._staging is None:
+            _write_fully(self._fd, view)
             return
+        if self._staged == 0 and (direct := _direct_prefix(view)):
+            _write_fully(self._fd, view[:direct])  # aligned: O_DIRECT takes it as it is
+            view = view[direct:]
         while view:
             room = DIRECT_BUFFER - self._staged
             taken = min(room, len(view))

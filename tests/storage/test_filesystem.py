@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import mmap
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from registry.storage.driver import PathBusy
-from registry.storage.filesystem import DIRECT_BUFFER, FilesystemDriver
+from registry.storage.filesystem import DIRECT_ALIGN, DIRECT_BUFFER, FilesystemDriver
 
 pytestmark = pytest.mark.anyio
 
@@ -53,6 +54,28 @@ async def test_writes_at_unaligned_offsets_across_buffers(tmp_path: Path, direct
     await cancelled.write(b"x" * 10_000)
     await cancelled.cancel()
     assert (tmp_path / "upload/data").read_bytes() == data[:4097]
+
+
+async def test_aligned_buffers_of_odd_lengths_are_written_whole(tmp_path: Path) -> None:
+    """Page-aligned buffers (as uploads hand over) whose lengths are not whole blocks."""
+    driver = FilesystemDriver(tmp_path, direct_io=True)
+    data = os.urandom(5 * DIRECT_ALIGN + 700)
+    pieces = [(0, 3 * DIRECT_ALIGN + 100), (3 * DIRECT_ALIGN + 100, len(data))]
+    writer = await driver.writer("upload/data", 0)
+    for start, end in pieces:
+        with mmap.mmap(-1, end - start) as buffer:
+            buffer[:] = data[start:end]
+            with memoryview(buffer) as view:
+                await writer.write(view)
+    await writer.commit()
+    assert (tmp_path / "upload/data").read_bytes() == data
+    writer = await driver.writer("upload/data", len(data))  # resumed mid-block
+    with mmap.mmap(-1, 2 * DIRECT_ALIGN + 1) as buffer:
+        buffer[:] = b"y" * len(buffer)
+        with memoryview(buffer) as view:
+            await writer.write(view)
+    await writer.commit()
+    assert (tmp_path / "upload/data").read_bytes() == data + b"y" * (2 * DIRECT_ALIGN + 1)
 
 
 def test_writer_lock_holds_across_processes(tmp_path: Path) -> None:
