@@ -23,7 +23,7 @@ import contextlib
 import mmap
 import re
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,6 +37,7 @@ from registry.storage.driver import FileWriter, PathBusy, PathNotFound, StorageD
 
 _UPLOAD_ID = re.compile(r"[0-9A-Za-z-]{16,64}")
 WRITE_BUFFER = 4 * 1024 * 1024
+PUMP_BUFFERS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,23 +295,75 @@ def upload_location(upload: Upload) -> str:
     return f"/v2/{upload.name}/blobs/uploads/{upload.id}"
 
 
-async def _consume(data: memoryview, hasher: ResumableHasher, writer: FileWriter) -> None:
-    await asyncio.gather(asyncio.to_thread(hasher.update, data), writer.write(data))
+class _BufferPool:
+    """Page-aligned buffers kept for the next request.
+
+    Touching fresh pages costs these VMs far more than filling used ones again: 2.4 ms for a
+    new 4 MiB buffer against 0.07 ms, which was 5 ms of every 16 MiB chunk of an upload.
+    """
+
+    def __init__(self, size: int, keep: int) -> None:
+        self.size = size
+        self.keep = keep
+        self._free: list[memoryview] = []
+
+    def take(self) -> memoryview:
+        return self._free.pop() if self._free else memoryview(mmap.mmap(-1, self.size))
+
+    def give(self, buffers: list[memoryview]) -> None:
+        """Take ``buffers`` back (no thread may still use them), up to ``keep`` in all."""
+        self._free.extend(buffers[: max(self.keep - len(self._free), 0)])
+
+
+_BUFFERS = _BufferPool(WRITE_BUFFER, keep=2 * PUMP_BUFFERS)
+
+
+def _after(
+    previous: asyncio.Future[None] | None, step: Callable[[], Awaitable[None]]
+) -> asyncio.Future[None]:
+    """Run ``step`` (in a task of its own) once ``previous`` has succeeded."""
+
+    async def run() -> None:
+        if previous is not None:
+            await previous
+        await step()
+
+    return asyncio.ensure_future(run())
+
+
+async def _finished(steps: Iterable[asyncio.Future[None] | None]) -> None:
+    """Wait until ``steps`` are done, never cancelling them; raise the first one's error."""
+    started = [step for step in steps if step is not None]
+    if started:
+        await asyncio.wait(started)
+        for step in started:
+            step.result()
 
 
 async def _pump(body: AsyncIterable[bytes], hasher: ResumableHasher, writer: FileWriter) -> int:
-    """Hash and write ``body`` in large buffers, one buffer in flight while the next fills.
+    """Hash and write ``body`` in large buffers while the next ones fill.
 
-    The two buffers are page-aligned (mmap), so a writer using O_DIRECT can write them as
-    they are. A buffer handed to the threads is always finished (shielded from cancellation,
-    awaited on the way out): a thread still writing after the file is closed could hit a
-    reused descriptor.
+    Hashing and writing are two stages, each in order and in a thread: a buffer is hashed
+    once the one before it is hashed, written once the one before it is written, and
+    filled again once both are done. So neither a slow disk write nor the hash holds the
+    other back, and the body keeps arriving while up to ``PUMP_BUFFERS - 1`` full buffers
+    wait. The buffers are page-aligned (mmap), so a writer using O_DIRECT can write them as
+    they are. Every step is finished before this returns, never cancelled: a thread still
+    writing after the file is closed could hit a reused descriptor.
     """
     received = 0
-    buffers = (mmap.mmap(-1, WRITE_BUFFER), mmap.mmap(-1, WRITE_BUFFER))
-    views = [memoryview(buffer) for buffer in buffers]
+    views = [_BUFFERS.take() for _ in range(PUMP_BUFFERS)]
+    in_use: list[tuple[asyncio.Future[None], asyncio.Future[None]] | None] = [None] * len(views)
+    hashed: asyncio.Future[None] | None = None
+    written: asyncio.Future[None] | None = None
+
+    def hand_over(data: memoryview) -> tuple[asyncio.Future[None], asyncio.Future[None]]:
+        nonlocal hashed, written
+        hashed = _after(hashed, lambda: asyncio.to_thread(hasher.update, data))
+        written = _after(written, lambda: writer.write(data))
+        return hashed, written
+
     current, filled = 0, 0
-    pending: asyncio.Future[None] | None = None
     try:
         async for chunk in body:
             received += len(chunk)
@@ -321,19 +374,19 @@ async def _pump(body: AsyncIterable[bytes], hasher: ResumableHasher, writer: Fil
                 filled += taken
                 position += taken
                 if filled == WRITE_BUFFER:
-                    if pending is not None:
-                        await asyncio.shield(pending)
-                    pending = asyncio.ensure_future(_consume(views[current], hasher, writer))
-                    current, filled = 1 - current, 0
-        if pending is not None:
-            await asyncio.shield(pending)
+                    in_use[current] = hand_over(views[current])
+                    current, filled = (current + 1) % len(views), 0
+                    await _finished(in_use[current] or ())
         if filled:
-            pending = asyncio.ensure_future(_consume(views[current][:filled], hasher, writer))
-            await asyncio.shield(pending)
+            hand_over(views[current][:filled])
+        await _finished((hashed, written))
     finally:
-        if pending is not None:
-            if not pending.done():
-                await asyncio.wait([pending])  # unlike gather, never cancels what it waits for
-            if not pending.cancelled():
-                pending.exception()  # mark retrieved; the error that ended the loop propagates
+        # Each stage runs in order, so once its last step is done all of its steps are.
+        ends = [step for step in (hashed, written) if step is not None]
+        if ends:
+            await asyncio.wait(ends)
+            for step in ends:
+                if not step.cancelled():
+                    step.exception()  # mark retrieved; the error that ended the loop propagates
+        _BUFFERS.give(views)
     return received

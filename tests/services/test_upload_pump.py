@@ -1,0 +1,130 @@
+"""The upload pump: bodies hashed and written in order through a ring of reused buffers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from registry.oci.digest import ResumableHasher
+from registry.services.uploads import PUMP_BUFFERS, WRITE_BUFFER, _pump
+from registry.storage.filesystem import FilesystemDriver
+
+pytestmark = pytest.mark.anyio
+
+
+async def pieces(data: bytes, seed: int = 1) -> AsyncIterator[bytes]:
+    """``data`` in pieces of uneven sizes, as a server hands a body over."""
+    chance = random.Random(seed)
+    position = 0
+    while position < len(data):
+        size = chance.choice((1, 4096, 65536, 300_001, WRITE_BUFFER + 7))
+        yield data[position : position + size]
+        position += size
+
+
+class RecordingWriter:
+    """Writes in a thread, each after a random pause; records what it saw."""
+
+    def __init__(self, fail_at: int | None = None, gate: threading.Event | None = None) -> None:
+        self.chunks: list[bytes] = []
+        self.buffers: list[object] = []
+        self.calls = 0
+        self.active = 0
+        self.fail_at = fail_at
+        self.gate = gate
+        self.started = threading.Event()
+        self._chance = random.Random(2)
+
+    def _write(self, data: memoryview, pause: float) -> None:
+        self.active += 1
+        self.started.set()
+        try:
+            if self.gate is not None:
+                self.gate.wait(10)
+            time.sleep(pause)
+            if self.calls == self.fail_at:
+                raise OSError("disk full")
+            self.chunks.append(bytes(data))
+        finally:
+            self.calls += 1
+            self.active -= 1
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.chunks))
+
+    async def commit(self) -> None:
+        pass
+
+    async def cancel(self) -> None:
+        pass
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert isinstance(data, memoryview)
+        self.buffers.append(data.obj)
+        await asyncio.to_thread(self._write, data, self._chance.random() * 0.01)
+
+
+async def test_body_is_written_and_hashed_in_order(tmp_path: Path) -> None:
+    data = os.urandom(PUMP_BUFFERS * WRITE_BUFFER + 2 * WRITE_BUFFER + 12345)
+    writer = RecordingWriter()
+    hasher = ResumableHasher("sha256")
+    assert await _pump(pieces(data), hasher, writer) == len(data)
+    assert b"".join(writer.chunks) == data
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert writer.active == 0
+
+
+async def test_through_the_filesystem_driver_with_o_direct(tmp_path: Path) -> None:
+    driver = FilesystemDriver(tmp_path, direct_io=True)
+    data = os.urandom(3 * WRITE_BUFFER + 999)
+    writer = await driver.writer("upload/data")
+    hasher = ResumableHasher("sha256")
+    await _pump(pieces(data, seed=3), hasher, writer)
+    await writer.commit()
+    assert (tmp_path / "upload/data").read_bytes() == data
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+async def test_buffers_are_reused_by_the_next_body() -> None:
+    """Fresh pages cost more than the copy into them, so the next request gets the same ones."""
+    data = os.urandom(PUMP_BUFFERS * WRITE_BUFFER)
+    first, second = RecordingWriter(), RecordingWriter()
+    await _pump(pieces(data), ResumableHasher("sha256"), first)
+    await _pump(pieces(data), ResumableHasher("sha256"), second)
+    assert len(set(map(id, first.buffers))) == PUMP_BUFFERS
+    assert set(map(id, second.buffers)) == set(map(id, first.buffers))
+
+
+async def test_a_failed_write_stops_the_writes_after_it() -> None:
+    data = os.urandom(6 * WRITE_BUFFER)
+    writer = RecordingWriter(fail_at=2)
+    with pytest.raises(OSError, match="disk full"):
+        await _pump(pieces(data), ResumableHasher("sha256"), writer)
+    assert writer.calls == 3  # the two before it, and the one that failed
+    assert b"".join(writer.chunks) == data[: 2 * WRITE_BUFFER]
+    assert writer.active == 0
+
+
+async def test_cancelled_pump_waits_for_the_write_in_its_thread() -> None:
+    """A thread still writing after the caller closed the file could hit a reused descriptor."""
+    gate = threading.Event()
+    writer = RecordingWriter(gate=gate)
+    data = os.urandom(2 * WRITE_BUFFER)
+    pump = asyncio.ensure_future(_pump(pieces(data), ResumableHasher("sha256"), writer))
+    assert await asyncio.to_thread(writer.started.wait, 10)
+    pump.cancel()
+    await asyncio.sleep(0.05)
+    assert not pump.done()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await pump
+    assert writer.active == 0
