@@ -77,16 +77,28 @@ class UploadService:
         if not _UPLOAD_ID.fullmatch(upload_id):
             raise self._unknown(upload_id)
         try:
-            algorithms = await self.driver.list(f"{paths.upload(name, upload_id)}/hashstates")
+            # All three lookups at once; listing sha256's states first is nearly always right.
+            algorithms, offsets, stored = await asyncio.gather(
+                self.driver.list(f"{paths.upload(name, upload_id)}/hashstates"),
+                self._state_offsets(name, upload_id, "sha256"),
+                self._data_size(name, upload_id),
+            )
             algorithm = next(a for a in algorithms if a in ("sha256", "sha512"))
-            offsets = await self.driver.list(paths.upload_hashstates(name, upload_id, algorithm))
-            stored = await self._data_size(name, upload_id)
-            # A state is saved just before its bytes are fsynced; after a crash in between,
-            # the older state (deleted only after the fsync) still matches the data.
-            offset = max(int(o) for o in offsets if o.isdigit() and int(o) <= stored)
+            if algorithm != "sha256":
+                offsets = await self._state_offsets(name, upload_id, algorithm)
+            # A state is saved as its bytes are fsynced; after a crash before both are done,
+            # the older state (deleted only after both) still matches the data.
+            offset = max(o for o in offsets if o <= stored)
         except (PathNotFound, StopIteration, ValueError):
             raise self._unknown(upload_id) from None
         return Upload(name, upload_id, offset, algorithm)
+
+    async def _state_offsets(self, name: str, upload_id: str, algorithm: str) -> list[int]:
+        try:
+            names = await self.driver.list(paths.upload_hashstates(name, upload_id, algorithm))
+        except PathNotFound:
+            return []
+        return [int(offset) for offset in names if offset.isdigit()]
 
     async def _data_size(self, name: str, upload_id: str) -> int:
         try:
@@ -158,7 +170,10 @@ class UploadService:
         advanced = upload
         try:
             advanced, hasher = await self._append_locked(upload, writer, body, length)
-            await writer.commit()
+            steps = [writer.commit()]
+            if advanced.offset != upload.offset:
+                steps.append(self._save_state(advanced, hasher))
+            await _finished([asyncio.ensure_future(step) for step in steps])
         except BaseException:
             try:
                 if advanced.offset != upload.offset:  # saved, but its bytes are dropped now
@@ -180,17 +195,14 @@ class UploadService:
     async def _append_locked(
         self, upload: Upload, writer: FileWriter, body: AsyncIterable[bytes], length: int | None
     ) -> tuple[Upload, ResumableHasher]:
-        """Write ``body`` through ``writer`` (held) and save the new hash state."""
+        """Write ``body`` through ``writer`` (held); where the session stands after it."""
         hasher = await self._load_hasher(upload)
         received = await _pump(body, hasher, writer)
         if length is not None and received != length:
             raise RegistryError(
                 ErrorCode.SIZE_INVALID, f"expected {length} bytes, received {received}"
             )
-        if received == 0:
-            return upload, hasher
         advanced = Upload(upload.name, upload.id, upload.offset + received, upload.algorithm)
-        await self._save_state(advanced, hasher)
         return advanced, hasher
 
     async def _drop_older_states(self, upload: Upload) -> None:
