@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from registry.__main__ import HYPERCORN_READ_SIZE
+
 # Allocates and frees 1 MiB buffers (as blob reads do) and prints how many bytes glibc holds
 # in mmap'ed chunks while one is alive, and how much free memory the heap kept afterwards.
 PROBE = """
@@ -62,3 +64,75 @@ def test_first_request_modules_are_imported_and_a_moved_one_is_skipped() -> None
         [sys.executable, "-c", probe], capture_output=True, text=True, check=False
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+# Serves one request on hypercorn (as ``run_hypercorn`` sets it up, or as hypercorn comes) and
+# prints the largest ASGI body message the app received.
+HYPERCORN_PROBE = """
+import asyncio, socket, sys, time
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from registry.__main__ import read_sockets_in_larger_pieces
+
+if sys.argv[1] == "tuned":
+    read_sockets_in_larger_pieces()
+largest = 0
+done = asyncio.Event()
+
+async def app(scope, receive, send):
+    global largest
+    if scope["type"] != "http":
+        return
+    while True:
+        message = await receive()
+        largest = max(largest, len(message.get("body", b"")))
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+    done.set()
+
+def upload(port):
+    body = b"x" * (16 * 1024 * 1024)
+    for attempt in range(100):  # until the server listens
+        try:
+            sock = socket.create_connection(("127.0.0.1", port))
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    with sock:
+        sock.sendall(b"PUT / HTTP/1.1\\r\\nhost: x\\r\\ncontent-length: %d\\r\\n\\r\\n" % len(body))
+        sock.sendall(body)
+        assert sock.recv(100).startswith(b"HTTP/1.1 204")
+
+async def main():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    server = asyncio.ensure_future(serve(app, config, shutdown_trigger=done.wait))
+    await asyncio.to_thread(upload, port)
+    await server
+    print(largest)
+
+asyncio.run(main())
+"""
+
+
+def test_hypercorn_reads_request_bodies_in_larger_pieces() -> None:
+    """64 KiB pieces bound the upload rate; a hypercorn release without MAX_RECV fails here."""
+
+    def largest_message(mode: str) -> int:
+        result = subprocess.run(
+            [sys.executable, "-c", HYPERCORN_PROBE, mode],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return int(result.stdout)
+
+    assert largest_message("default") <= 64 * 1024
+    assert 64 * 1024 < largest_message("tuned") <= HYPERCORN_READ_SIZE
