@@ -37,7 +37,7 @@ from registry.storage.driver import FileWriter, PathBusy, PathNotFound, StorageD
 
 _UPLOAD_ID = re.compile(r"[0-9A-Za-z-]{16,64}")
 WRITE_BUFFER = 4 * 1024 * 1024
-PUMP_BUFFERS = 4
+PUMP_BUFFERS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,26 +308,56 @@ def upload_location(upload: Upload) -> str:
 
 
 class _BufferPool:
-    """Page-aligned buffers kept for the next request.
+    """Page-aligned buffers for the pumps of this process, kept for the next request.
 
     Touching fresh pages costs these VMs far more than filling used ones again: 2.4 ms for a
-    new 4 MiB buffer against 0.07 ms, which was 5 ms of every 16 MiB chunk of an upload.
+    new 4 MiB buffer against 0.07 ms, which was 5 ms of every 16 MiB chunk of an upload. A
+    pump running alone gets ``deep`` buffers; while others run, each gets ``shallow`` (they
+    share the CPU anyway), so memory grows slowly with concurrent uploads. At most ``deep``
+    buffers are kept, and only until no pump has run for ``keep_seconds``.
     """
 
-    def __init__(self, size: int, keep: int) -> None:
+    def __init__(self, size: int, deep: int, shallow: int, keep_seconds: float) -> None:
         self.size = size
-        self.keep = keep
+        self.deep = deep
+        self.shallow = shallow
+        self.keep_seconds = keep_seconds
+        self.running = 0
         self._free: list[memoryview] = []
+        self._release: asyncio.TimerHandle | None = None
 
-    def take(self) -> memoryview:
+    def take(self) -> list[memoryview]:
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        count = self.shallow if self.running else self.deep
+        self.running += 1
+        return [self._take_one() for _ in range(count)]
+
+    def _take_one(self) -> memoryview:
         return self._free.pop() if self._free else memoryview(mmap.mmap(-1, self.size))
 
-    def give(self, buffers: list[memoryview]) -> None:
-        """Take ``buffers`` back (no thread may still use them), up to ``keep`` in all."""
-        self._free.extend(buffers[: max(self.keep - len(self._free), 0)])
+    def give(self, buffers: list[memoryview], reusable: bool = True) -> None:
+        """Take back what ``take`` gave; ``reusable`` only if no thread can still use them."""
+        self.running -= 1
+        if reusable:
+            self._free.extend(buffers[: max(self.deep - len(self._free), 0)])
+        if not self.running and self._free:
+            loop = asyncio.get_running_loop()
+            self._release = loop.call_later(self.keep_seconds, self._unmap)
+
+    def _unmap(self) -> None:
+        self._release = None
+        for view in self._free:
+            buffer = view.obj
+            view.release()
+            if isinstance(buffer, mmap.mmap):
+                with contextlib.suppress(BufferError):  # still exported: freed when unused
+                    buffer.close()
+        self._free.clear()
 
 
-_BUFFERS = _BufferPool(WRITE_BUFFER, keep=2 * PUMP_BUFFERS)
+_BUFFERS = _BufferPool(WRITE_BUFFER, deep=PUMP_BUFFERS, shallow=2, keep_seconds=10)
 
 
 def _after(
@@ -358,13 +388,13 @@ async def _pump(body: AsyncIterable[bytes], hasher: ResumableHasher, writer: Fil
     Hashing and writing are two stages, each in order and in a thread: a buffer is hashed
     once the one before it is hashed, written once the one before it is written, and
     filled again once both are done. So neither a slow disk write nor the hash holds the
-    other back, and the body keeps arriving while up to ``PUMP_BUFFERS - 1`` full buffers
-    wait. The buffers are page-aligned (mmap), so a writer using O_DIRECT can write them as
-    they are. Every step is finished before this returns, never cancelled: a thread still
-    writing after the file is closed could hit a reused descriptor.
+    other back, and the body keeps arriving while the other full buffers wait. The buffers
+    are page-aligned (mmap), so a writer using O_DIRECT can write them as they are. Every
+    step is finished before this returns, never cancelled: a thread still writing after the
+    file is closed could hit a reused descriptor.
     """
     received = 0
-    views = [_BUFFERS.take() for _ in range(PUMP_BUFFERS)]
+    views = _BUFFERS.take()
     in_use: list[tuple[asyncio.Future[None], asyncio.Future[None]] | None] = [None] * len(views)
     hashed: asyncio.Future[None] | None = None
     written: asyncio.Future[None] | None = None
@@ -395,10 +425,12 @@ async def _pump(body: AsyncIterable[bytes], hasher: ResumableHasher, writer: Fil
     finally:
         # Each stage runs in order, so once its last step is done all of its steps are.
         ends = [step for step in (hashed, written) if step is not None]
-        if ends:
-            await asyncio.wait(ends)
-            for step in ends:
-                if not step.cancelled():
-                    step.exception()  # mark retrieved; the error that ended the loop propagates
-        _BUFFERS.give(views)
+        try:
+            if ends:
+                await asyncio.wait(ends)
+                for step in ends:
+                    if not step.cancelled():
+                        step.exception()  # mark retrieved; the error that ended it propagates
+        finally:
+            _BUFFERS.give(views, reusable=all(step.done() for step in ends))
     return received

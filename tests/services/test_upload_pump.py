@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from registry.oci.digest import ResumableHasher
-from registry.services.uploads import PUMP_BUFFERS, WRITE_BUFFER, _pump
+from registry.services.uploads import PUMP_BUFFERS, WRITE_BUFFER, _BufferPool, _pump
 from registry.storage.filesystem import FilesystemDriver
 
 pytestmark = pytest.mark.anyio
@@ -102,6 +102,34 @@ async def test_buffers_are_reused_by_the_next_body() -> None:
     await _pump(pieces(data), ResumableHasher("sha256"), second)
     assert len(set(map(id, first.buffers))) == PUMP_BUFFERS
     assert set(map(id, second.buffers)) == set(map(id, first.buffers))
+
+
+async def test_kept_buffers_are_released_when_no_upload_runs() -> None:
+    pool = _BufferPool(4096, deep=2, shallow=1, keep_seconds=0.05)
+    first = pool.take()
+    mapped = [view.obj for view in first]
+    pool.give(first)
+    again = pool.take()
+    assert {id(b) for b in again} == {id(b) for b in first}  # back to back: the same pages
+    pool.give(again)
+    await asyncio.sleep(0.2)
+    assert all(buffer.closed for buffer in mapped)  # type: ignore[attr-defined]
+    assert len(pool.take()) == 2  # fresh ones
+
+
+async def test_concurrent_bodies_get_fewer_buffers_each() -> None:
+    """Memory grows by two buffers, not a whole ring, with every upload running beside another."""
+    gate = threading.Event()
+    first, second = RecordingWriter(gate=gate), RecordingWriter()
+    data = os.urandom(2 * PUMP_BUFFERS * WRITE_BUFFER)
+    alone = asyncio.ensure_future(_pump(pieces(data), ResumableHasher("sha256"), first))
+    assert await asyncio.to_thread(first.started.wait, 10)
+    await _pump(pieces(data), ResumableHasher("sha256"), second)
+    gate.set()
+    await alone
+    assert len(set(map(id, first.buffers))) == PUMP_BUFFERS
+    assert len(set(map(id, second.buffers))) == 2 < PUMP_BUFFERS
+    assert b"".join(second.chunks) == data == b"".join(first.chunks)
 
 
 async def test_a_failed_write_stops_the_writes_after_it() -> None:
