@@ -254,12 +254,15 @@ def docker_case(
             server = start(workdir)  # an empty data folder each time: every layer is sent
             try:
                 print(f"docker rep {rep + 1}/{reps}: {server.name}", flush=True)
-                push, pull, push_cpu = docker.push_pull(
-                    server, saved, "bench-image:5x100", partial(cpu_seconds, server.pid)
-                )
-                samples[server.name]["docker_push_s"].append(push)
-                samples[server.name]["docker_push_server_cpu_s"].append(push_cpu)
-                samples[server.name]["docker_pull_s"].append(pull)
+                with PssSampler(server.pid) as pss:  # three layers at a time: concurrent uploads
+                    push, pull, push_cpu = docker.push_pull(
+                        server, saved, "bench-image:5x100", partial(cpu_seconds, server.pid)
+                    )
+                sample = samples[server.name]
+                sample["docker_push_s"].append(push)
+                sample["docker_push_server_cpu_s"].append(push_cpu)
+                sample["docker_pull_s"].append(pull)
+                record_rss(sample, "rss_docker_push_pull", server, pss)
             finally:
                 server.stop()
 

@@ -78,7 +78,7 @@ def main() -> int:
                 os.environ.update(KEYS)
                 server = start_ours(workdir, ours_s3_env(url))
             else:
-                server = start_distribution(workdir, distribution_s3(url))
+                server = start_distribution(workdir, storage=distribution_s3(url))
             print(f"{name} ...", flush=True)
             results[name] = measure(server, blob, digest, size)
             print(f"  {results[name]}", flush=True)
