@@ -21,6 +21,7 @@ import fcntl
 import mmap
 import os
 import shutil
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -158,6 +159,7 @@ class FilesystemWriter:
         self._wrote = False
         self._staging: mmap.mmap | None = None
         self._staged = 0
+        self._finishing = threading.Lock()  # commit and cancel may overlap in two threads
         if direct:
             self._staging = mmap.mmap(-1, DIRECT_BUFFER)
             self._staging[: len(head)] = head
@@ -205,6 +207,16 @@ class FilesystemWriter:
         self._size += len(data)
 
     def _finish(self, keep: bool) -> None:
+        """Commit or cancel, once: a cancel that comes while a commit's fsync runs (its
+        request was cancelled) waits for it and then finds the file closed, instead of
+        closing the descriptor under it, or a reused one after it."""
+        with self._finishing:
+            if self._fd >= 0:
+                self._finish_open(keep)
+            elif keep:
+                raise StorageError("commit of a closed writer")
+
+    def _finish_open(self, keep: bool) -> None:
         try:
             if keep:
                 self._drop_stale_tail()

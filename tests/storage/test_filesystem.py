@@ -9,11 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from registry.storage.driver import PathBusy
+from registry.storage.driver import PathBusy, StorageError
 from registry.storage.filesystem import DIRECT_ALIGN, DIRECT_BUFFER, FilesystemDriver
 
 pytestmark = pytest.mark.anyio
@@ -162,3 +163,32 @@ async def test_a_directory_deleted_right_after_a_write_is_not_an_error(
     monkeypatch.setattr(os, "replace", replace_then_lose_the_folder)
     await driver.move("repo/_uploads/u/data", "blobs/ab/abc/data")
     assert not (tmp_path / "blobs/ab/abc").exists()
+
+
+async def test_cancel_during_a_commit_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request cancelled while its commit fsyncs must not close the descriptor under it."""
+    driver = FilesystemDriver(tmp_path)
+    writer = await driver.writer("upload/data")
+    await writer.write(b"kept" * 5000)
+    in_fsync, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        in_fsync.set()
+        release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    commit = asyncio.ensure_future(writer.commit())
+    assert await asyncio.to_thread(in_fsync.wait, 10)
+    cancel = asyncio.ensure_future(writer.cancel())
+    await asyncio.sleep(0.1)
+    assert not cancel.done()  # waits for the commit instead of closing its descriptor
+    release.set()
+    await commit  # no EBADF
+    await cancel
+    assert (tmp_path / "upload/data").read_bytes() == b"kept" * 5000
+    with pytest.raises(StorageError):
+        await writer.commit()
