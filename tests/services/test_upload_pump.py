@@ -14,10 +14,18 @@ from pathlib import Path
 import pytest
 
 from registry.oci.digest import ResumableHasher
+from registry.services import uploads
 from registry.services.uploads import PUMP_BUFFERS, WRITE_BUFFER, _BufferPool, _pump
 from registry.storage.filesystem import FilesystemDriver
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def own_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool of this test's own: what earlier tests left in the process's pool stays out."""
+    pool = _BufferPool(WRITE_BUFFER, deep=PUMP_BUFFERS, shallow=2, keep_seconds=10)
+    monkeypatch.setattr(uploads, "_BUFFERS", pool)
 
 
 async def pieces(data: bytes, seed: int = 1) -> AsyncIterator[bytes]:
