@@ -206,12 +206,10 @@ class UploadService:
         return advanced, hasher
 
     async def _drop_older_states(self, upload: Upload) -> None:
-        base = paths.upload_hashstates(upload.name, upload.id, upload.algorithm)
-        with contextlib.suppress(PathNotFound):
-            for offset in await self.driver.list(base):
-                if offset.isdigit() and int(offset) < upload.offset:
-                    with contextlib.suppress(PathNotFound):
-                        await self.driver.delete(f"{base}/{offset}")
+        for offset in await self._state_offsets(upload.name, upload.id, upload.algorithm):
+            if offset < upload.offset:
+                older = paths.upload_hashstate(upload.name, upload.id, upload.algorithm, offset)
+                await walk.delete_quietly(self.driver, older)
 
     async def complete(
         self,
