@@ -72,7 +72,8 @@ def timers(settings: Settings, driver: StorageDriver) -> list[Coroutine[Any, Any
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Start the timers with the server; at shutdown cancel them and close the storage driver."""
+    """Start the timers with the server; at shutdown cancel them, let upload removals finish and
+    close the storage driver."""
     settings: Settings = app.state.settings
     tasks = [asyncio.create_task(timer) for timer in timers(settings, app.state.services.driver)]
     try:
@@ -83,4 +84,5 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await app.state.services.uploads.settle()
         await app.state.services.driver.close()

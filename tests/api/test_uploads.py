@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -211,3 +212,38 @@ async def test_hash_state_is_saved_beside_the_session(
     assert await driver.get_content(f"{states}/1010") == expected.state()
     done = await client.put(location, params={"digest": sha256(b"x" * 1000 + b"y" * 10)})
     assert done.status_code == 201
+
+
+async def test_upload_of_stored_content_answers_before_its_bytes_are_removed(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pushing content the store holds already: 201 at once, the session's copy goes after."""
+    data = os.urandom(200_000)
+    await push_blob(client, "first", data)
+    driver: StorageDriver = app.state.services.driver
+    deleting = asyncio.Event()
+    release = asyncio.Event()
+    delete = driver.delete
+
+    location = (await client.post("/v2/second/blobs/uploads/")).headers["location"]
+    session = f"docker/registry/v2/repositories/second/_uploads/{location.rsplit('/', 1)[1]}"
+
+    async def slow_delete(path: str) -> None:
+        if path == session:
+            deleting.set()
+            await release.wait()
+        await delete(path)
+
+    monkeypatch.setattr(driver, "delete", slow_delete)
+    # the answer must not wait for the removal (which waits for ``release``)
+    answer = client.put(location, params={"digest": sha256(data)}, content=data)
+    done = await asyncio.wait_for(answer, 10)
+    assert done.status_code == 201, done.text
+    await asyncio.wait_for(deleting.wait(), 10)  # the removal started, and waits
+    assert (await client.get(f"/v2/second/blobs/{sha256(data)}")).content == data
+    assert_error(await client.get(location), 404, "BLOB_UPLOAD_UNKNOWN")  # hidden already
+    uploads = "docker/registry/v2/repositories/second/_uploads"
+    assert len(await children(driver, uploads)) == 1
+    release.set()
+    await app.state.services.uploads.settle()
+    assert await children(driver, uploads) == []
