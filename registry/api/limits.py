@@ -17,6 +17,7 @@ import asyncio
 import re
 import time
 from collections import defaultdict
+from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -135,31 +136,76 @@ class LimitsMiddleware:
                     self.sessions.closed(client, session[1])
             await send(message)
 
-        await self.app(scope, self._timed(receive), tracking_send)
+        body = _WatchedBody(receive, self.settings.body_idle_seconds, self.settings.body_min_rate)
+        try:
+            await self.app(scope, body.receive, tracking_send)
+        finally:
+            body.close()
 
-    def _timed(self, receive: Receive) -> Receive:
-        idle, min_rate = self.settings.body_idle_seconds, self.settings.body_min_rate
-        started: float | None = None
-        received = 0
-        done = False
 
-        async def timed_receive() -> Message:
-            nonlocal started, received, done
-            if done:  # after the body only a disconnect can come: wait as long as it takes
-                return await receive()
-            try:
-                async with asyncio.timeout(idle):  # a timer, not a task per message (wait_for)
-                    message = await receive()
-            except TimeoutError:
-                raise BodyTimeout(f"no body bytes for {idle:g} s") from None
-            if message["type"] == "http.request":
-                done = not message.get("more_body", False)
-                now = time.monotonic()
-                started = now if started is None else started
-                received += len(message.get("body", b""))
-                elapsed = now - started
-                if min_rate and elapsed > MIN_RATE_AFTER and received < min_rate * elapsed:
-                    raise BodyTimeout(f"body slower than {min_rate} bytes/s")
-            return message
+class _WatchedBody:
+    """``receive`` under the body's limits, with one timer per request rather than per message.
 
-        return timed_receive
+    A 1 GiB upload is 4,000 messages; an ``asyncio.timeout`` around each took 8 % of the event
+    loop's time. Instead each call notes when its wait began (the loop's clock, no system
+    call), and a single timer, due ``idle`` seconds after the wait it knows of, either finds
+    that wait still on and cancels it (turned into ``BodyTimeout``) or moves on to the current
+    wait's deadline; it stops while nobody waits.
+    """
+
+    def __init__(self, receive: Receive, idle: float, min_rate: float) -> None:
+        self._receive = receive
+        self._idle = idle
+        self._min_rate = min_rate
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Task[Any] | None = None
+        self._since = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False
+        self._started: float | None = None
+        self._received = 0
+        self._done = False
+
+    async def receive(self) -> Message:
+        if self._done:  # after the body only a disconnect can come: wait as long as it takes
+            return await self._receive()
+        self._since = self._loop.time()
+        self._waiter = asyncio.current_task(self._loop)
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._since + self._idle, self._check)
+        try:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if self._expired and self._waiter is not None and self._waiter.uncancel() == 0:
+                raise BodyTimeout(f"no body bytes for {self._idle:g} s") from None
+            raise
+        finally:
+            self._waiter = None
+        if message["type"] == "http.request":
+            self._done = not message.get("more_body", False)
+            if self._done:
+                self.close()
+            now = self._loop.time()
+            self._started = now if self._started is None else self._started
+            self._received += len(message.get("body", b""))
+            elapsed = now - self._started
+            slow = self._received < self._min_rate * elapsed
+            if self._min_rate and elapsed > MIN_RATE_AFTER and slow:
+                raise BodyTimeout(f"body slower than {self._min_rate} bytes/s")
+        return message
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # the next wait starts a timer again
+        deadline = self._since + self._idle
+        if self._loop.time() >= deadline - 0.001:  # timers fire to the millisecond
+            self._expired = True
+            self._waiter.cancel()
+        else:
+            self._timer = self._loop.call_at(deadline, self._check)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from config import LimitSettings, Settings
+from registry.api.limits import BodyTimeout, _WatchedBody
 from registry.app import create_app
 from registry.oci.manifest import MAX_MANIFEST_SIZE
 from tests.helpers import assert_error
@@ -46,6 +47,67 @@ async def test_a_stalled_body_is_cut_off_and_the_session_stays_usable(tmp_path: 
         status = await client.get(location)  # nothing of the cut-off request was kept
         assert status.status_code == 204 and status.headers["range"] == "0-0"
         assert (await client.patch(location, content=b"again")).status_code == 202
+
+
+def sender(gaps: list[float]) -> tuple[asyncio.Queue[dict[str, object]], asyncio.Task[None]]:
+    """A body arriving in pieces, each ``gap`` seconds after the one before; ends with the last."""
+    queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    async def send() -> None:
+        for index, gap in enumerate(gaps):
+            await asyncio.sleep(gap)
+            await queue.put(
+                {"type": "http.request", "body": b"x", "more_body": index < len(gaps) - 1}
+            )
+
+    return queue, asyncio.create_task(send())
+
+
+async def test_a_body_with_pauses_shorter_than_the_limit_is_read_whole() -> None:
+    """Pauses of 0.6 x the limit, five of them: the one timer keeps moving on, never fires."""
+    queue, sending = sender([0.12] * 5)
+    body = _WatchedBody(queue.get, idle=0.2, min_rate=0)
+    messages = [await body.receive() for _ in range(5)]
+    assert [m["more_body"] for m in messages] == [True] * 4 + [False]
+    await sending
+    assert body._timer is None  # the whole body came: no timer is left behind
+
+
+async def test_only_waiting_counts_not_the_time_the_reader_spends_elsewhere() -> None:
+    queue, sending = sender([0, 0, 0.1])
+    body = _WatchedBody(queue.get, idle=0.2, min_rate=0)
+    await body.receive()
+    await asyncio.sleep(0.5)  # the app is busy (a slow disk): not the client's fault
+    await body.receive()
+    assert (await body.receive())["more_body"] is False
+    await sending
+
+
+async def test_a_stall_times_out_after_the_limit_and_leaves_the_task_uncancelled() -> None:
+    queue, sending = sender([0, 5])
+    body = _WatchedBody(queue.get, idle=0.2, min_rate=0)
+    await body.receive()
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(BodyTimeout):
+        await body.receive()
+    waited = asyncio.get_running_loop().time() - started
+    assert 0.19 <= waited < 1.0, waited
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    sending.cancel()
+
+
+async def test_a_cancellation_from_elsewhere_is_not_taken_for_a_timeout() -> None:
+    queue, sending = sender([0, 5])
+    body = _WatchedBody(queue.get, idle=10, min_rate=0)
+    await body.receive()
+    reader = asyncio.create_task(body.receive())
+    await asyncio.sleep(0.05)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    body.close()
+    sending.cancel()
 
 
 async def test_open_upload_sessions_per_client_are_capped(tmp_path: Path) -> None:
