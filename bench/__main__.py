@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 
 from bench import cases, limits, load
-from bench.client import cache_file, random_file
+from bench.client import fresh_content, random_file
 from bench.servers import (
     PssSampler,
     Server,
@@ -131,7 +131,8 @@ def run_rep(
     sample: dict[str, list[float]],
 ) -> None:
     if "push" not in skip:
-        cache_file(blob)  # the pull cases below drop the page cache
+        # new content for each push, read into the page cache (the pull cases drop it)
+        digest = fresh_content(blob)  # the pulls below fetch this one
         peak_rss_reset(server.pid)
         with PssSampler(server.pid) as pss:
             timed(
@@ -141,10 +142,11 @@ def run_rep(
                 size,
             )
         record_rss(sample, "rss_push", server, pss)
+        chunked = fresh_content(blob)
         timed(
             sample,
             "push_chunked_16MiB_GBps",
-            lambda: cases.push_chunked(server, blob, digest),
+            lambda: cases.push_chunked(server, blob, chunked),
             size,
         )
     if "pull" not in skip:
