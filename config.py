@@ -115,8 +115,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     workers: Annotated[int, Field(ge=0, le=64)] = 0
     """Server worker processes; 0 starts one per CPU this process may use."""
-    server: Literal["hypercorn", "granian"] = "hypercorn"
-    """The HTTP server: hypercorn (default) or granian (sends whole blobs by path; faster here)."""
+    server: Literal["hypercorn", "granian", "uvicorn"] = "hypercorn"
+    """The HTTP server: hypercorn (default), granian (sends whole blobs by path) or uvicorn
+    (uploads with the fewest copies); see docs/performance.md."""
     username: str | None = None
     password: SecretStr | None = None
     htpasswd_file: Path | None = None

@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -130,6 +131,8 @@ def serve(settings: Settings) -> int:
     try:
         if settings.server == "granian":
             return run_granian(settings, workers)
+        if settings.server == "uvicorn":
+            return run_uvicorn(settings, workers)
         return run_hypercorn(settings, host, workers)
     finally:
         if metrics_dir is not None:
@@ -172,9 +175,15 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
 
         import_first_request_modules()
         return run(config)
+    from hypercorn.asyncio.run import uvloop_worker
+
     from registry.supervisor import run_workers
 
-    return run_workers(config, workers)
+    sockets = config.create_sockets()
+    listening = [*sockets.secure_sockets, *sockets.insecure_sockets]
+    return run_workers(
+        partial(uvloop_worker, config, sockets), listening, workers, config.graceful_timeout
+    )
 
 
 def run_granian(settings: Settings, workers: int) -> int:
@@ -206,6 +215,47 @@ def run_granian(settings: Settings, workers: int) -> int:
         log_level=LogLevels(settings.log_level),
     ).serve()
     return 0
+
+
+def run_uvicorn(settings: Settings, workers: int) -> int:
+    """The other alternative: uvicorn with uvloop and httptools (llhttp, in C), whose upload path
+    copies a body twice where hypercorn's copies it six times; forked workers as for hypercorn.
+    """
+    import uvicorn
+
+    from registry.process import import_first_request_modules
+    from registry.uvicorn_protocol import capped_http_protocol
+
+    config = uvicorn.Config(
+        APPLICATION_FACTORY,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http=capped_http_protocol(max(8 * settings.limits.max_header_bytes, 408 * 1024)),
+        ws="none",
+        lifespan="on",
+        proxy_headers=False,  # the peer is the client, as under hypercorn and granian
+        server_header=False,
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=8,
+        log_config=None,  # configure_logging's format for uvicorn's loggers too
+        log_level=settings.log_level,
+        access_log=False,  # the app writes its own audit log
+    )
+    if workers == 1:
+        import_first_request_modules()
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else 3  # 3: uvicorn's code for a failed start
+    from registry.supervisor import run_workers
+
+    listening = config.bind_socket()
+
+    def serve() -> None:
+        uvicorn.Server(config).run(sockets=[listening])
+
+    return run_workers(serve, [listening], workers, graceful_timeout=8)
 
 
 def hash_password() -> int:

@@ -1,4 +1,5 @@
-"""hypercorn's worker processes, forked from a supervisor that has already imported the app.
+"""Worker processes (hypercorn's or uvicorn's), forked from a supervisor that has already
+imported the app.
 
 hypercorn's own multi-worker mode spawns each worker as a fresh interpreter that imports
 everything again (about 55 MiB each, nothing shared) and stops the whole server when one
@@ -15,14 +16,13 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.context import ForkContext
 from multiprocessing.process import BaseProcess
 from types import FrameType
-
-from hypercorn.asyncio.run import uvloop_worker
-from hypercorn.config import Config, Sockets
 
 from registry.process import preload_for_forked_workers
 
@@ -31,11 +31,17 @@ START_GRACE = 5.0  # seconds: a worker that dies sooner stops the server
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def run_workers(config: Config, workers: int) -> int:
-    """Serve with ``workers`` forked processes until SIGTERM or SIGINT; the exit code.
+def run_workers(
+    serve: Callable[[], object],
+    sockets: list[socket.socket],
+    workers: int,
+    graceful_timeout: float,
+) -> int:
+    """Run ``serve`` (one server process over the listening ``sockets``, bound already) in
+    ``workers`` forked processes until SIGTERM or SIGINT; the exit code.
 
-    Stopping works as in a single hypercorn process: each worker, on SIGTERM or SIGINT, stops
-    accepting, lets requests finish for ``config.graceful_timeout`` and exits. The supervisor
+    Stopping works as in a single server process: each worker, on SIGTERM or SIGINT, stops
+    accepting, lets requests finish for ``graceful_timeout`` and exits. The supervisor
     passes its own SIGTERM or SIGINT on as SIGTERM (a Ctrl+C reaches them all anyway), and
     kills whatever is left after the graceful timeout and a few seconds more.
     """
@@ -47,9 +53,8 @@ def run_workers(config: Config, workers: int) -> int:
 
     for signal_number in STOP_SIGNALS:
         signal.signal(signal_number, stop)
-    sockets = config.create_sockets()
     context = multiprocessing.get_context("fork")
-    started = {_start(context, config, sockets): time.monotonic() for _ in range(workers)}
+    started = {_start(context, serve): time.monotonic() for _ in range(workers)}
     exit_code = 0
     while not stop_signals and not exit_code:
         for ended in wait([process.sentinel for process in started], timeout=0.5):
@@ -64,30 +69,30 @@ def run_workers(config: Config, workers: int) -> int:
                 exit_code = 1
                 break
             log.warning("worker %s exited with %s; starting another", process.pid, process.exitcode)
-            started[_start(context, config, sockets)] = time.monotonic()
+            started[_start(context, serve)] = time.monotonic()
     for process in started:
         if process.pid is not None and process.is_alive():
             os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + config.graceful_timeout + 5
+    deadline = time.monotonic() + graceful_timeout + 5
     for process in started:
         process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
             process.join()
-    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+    for sock in sockets:
         sock.close()
     return exit_code
 
 
-def _serve(config: Config, sockets: Sockets) -> None:
-    """A worker: the default signal actions until hypercorn sets its graceful handlers."""
+def _worker(serve: Callable[[], object]) -> None:
+    """A worker: the default signal actions until the server sets its graceful handlers."""
     for signal_number in STOP_SIGNALS:
         signal.signal(signal_number, signal.SIG_DFL)
-    uvloop_worker(config, sockets)
+    serve()
 
 
-def _start(context: ForkContext, config: Config, sockets: Sockets) -> BaseProcess:
-    process = context.Process(target=_serve, args=(config, sockets), daemon=True)
+def _start(context: ForkContext, serve: Callable[[], object]) -> BaseProcess:
+    process = context.Process(target=_worker, args=(serve,), daemon=True)
     process.start()
     return process
 

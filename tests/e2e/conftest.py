@@ -154,7 +154,7 @@ def start_distribution(data_dir: Path, workdir: Path, storage: str | None = None
     return server
 
 
-@pytest.fixture(params=["hypercorn", "granian"])
+@pytest.fixture(params=["hypercorn", "granian", "uvicorn"])
 def registry_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
     """The registry as the README starts it, under each HTTP server it supports."""
     server = start_registry(

@@ -1,4 +1,5 @@
-"""The HTTP layer under each server the registry runs on (hypercorn, granian), over real TCP.
+"""The HTTP layer under each server the registry runs on (hypercorn, granian, uvicorn), over real
+TCP.
 
 What the server rather than the application decides is checked here: streamed request bodies,
 whole-blob sends (granian reads them itself, by path), ranges, HEAD, header limits, errors.
@@ -6,9 +7,11 @@ whole-blob sends (granian reads them itself, by path), ranges, HEAD, header limi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -79,4 +82,26 @@ def test_oversized_headers_are_refused_and_the_server_keeps_serving(
         refused = client.get("/v2/", headers={"X-Padding": "a" * 15_000, "X-More": "b" * 3_000})
         assert refused.status_code == 431, refused.text
         assert refused.json()["errors"][0]["message"] == "request headers too large"
+        assert client.get("/v2/").status_code == 200
+
+
+def test_a_head_without_end_is_cut_off_and_the_server_keeps_serving(
+    registry_server: Server,
+) -> None:
+    """Headers far past any limit: the server stops reading them instead of keeping them all."""
+    with socket.create_connection(("127.0.0.1", registry_server.port), timeout=30) as sock:
+        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: r\r\nX-Endless: ")
+        sent = 0
+        answer = b""
+        try:
+            while sent < 64 * 1024 * 1024:  # 64 MiB of one header value, or until refused
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except OSError:  # refused and closed while we were still sending
+            pass
+        with contextlib.suppress(OSError):
+            answer = sock.recv(4096)
+    assert sent < 64 * 1024 * 1024, "the server kept reading a 64 MiB header"
+    assert answer == b"" or answer.split(b" ", 2)[1] in (b"400", b"413", b"431"), answer[:200]
+    with httpx.Client(base_url=registry_server.url, auth=(USER, PASSWORD)) as client:
         assert client.get("/v2/").status_code == 200

@@ -1,5 +1,5 @@
-"""Several hypercorn workers: an upload's requests may land on any of them; one that dies is
-replaced."""
+"""Several workers (hypercorn's, or uvicorn's under the same supervisor): an upload's requests
+may land on any of them; one that dies is replaced."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from registry.__main__ import default_workers
 from registry.supervisor import START_GRACE
-from tests.e2e.conftest import PASSWORD, ROOT, USER, free_port, start_registry
+from tests.e2e.conftest import PASSWORD, ROOT, USER, start_registry
 
 pytestmark = pytest.mark.e2e
 
@@ -80,8 +80,14 @@ def worker_pids(supervisor: int) -> list[int]:
     return [int(c) for c in children if Path(f"/proc/{c}/cmdline").read_bytes() == command]
 
 
-def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
-    server = start_registry(tmp_path / "data", tmp_path / "registry.log", REGISTRY_WORKERS="2")
+@pytest.mark.parametrize("server_name", ["hypercorn", "uvicorn"])
+def test_a_worker_that_dies_is_replaced(tmp_path: Path, server_name: str) -> None:
+    server = start_registry(
+        tmp_path / "data",
+        tmp_path / "registry.log",
+        REGISTRY_WORKERS="2",
+        REGISTRY_SERVER=server_name,
+    )
     try:
         first = worker_pids(server.process.pid)
         assert len(first) == 2
@@ -106,12 +112,10 @@ def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
 def test_workers_that_die_at_start_up_stop_the_server(tmp_path: Path) -> None:
     script = (
         "import sys\n"
-        "from hypercorn.config import Config\n"
         "from registry.supervisor import run_workers\n"
-        "config = Config()\n"
-        "config.application_path = 'no_such_module:app'\n"
-        f"config.bind = ['127.0.0.1:{free_port()}']\n"
-        "sys.exit(run_workers(config, 2))\n"
+        "def serve():\n"
+        "    import no_such_module\n"
+        "sys.exit(run_workers(serve, [], 2, graceful_timeout=1))\n"
     )
     began = time.monotonic()
     ended = subprocess.run(
@@ -122,8 +126,14 @@ def test_workers_that_die_at_start_up_stop_the_server(tmp_path: Path) -> None:
     assert time.monotonic() - began < 30
 
 
-def test_ctrl_c_stops_the_supervisor_and_every_worker(tmp_path: Path) -> None:
-    server = start_registry(tmp_path / "data", tmp_path / "registry.log", REGISTRY_WORKERS="2")
+@pytest.mark.parametrize("server_name", ["hypercorn", "uvicorn"])
+def test_ctrl_c_stops_the_supervisor_and_every_worker(tmp_path: Path, server_name: str) -> None:
+    server = start_registry(
+        tmp_path / "data",
+        tmp_path / "registry.log",
+        REGISTRY_WORKERS="2",
+        REGISTRY_SERVER=server_name,
+    )
     try:
         workers = worker_pids(server.process.pid)
         assert len(workers) == 2
@@ -134,11 +144,16 @@ def test_ctrl_c_stops_the_supervisor_and_every_worker(tmp_path: Path) -> None:
         server.stop()
 
 
-WORKER_STARTED = {"hypercorn": "Running on", "granian": "Started worker-"}
+WORKER_STARTED = {
+    "hypercorn": "Running on",
+    "granian": "Started worker-",
+    "uvicorn": "Application startup complete",
+}
 
 
 @pytest.mark.parametrize(
-    ("server_name", "workers"), [("hypercorn", 1), ("hypercorn", 2), ("granian", 2)]
+    ("server_name", "workers"),
+    [("hypercorn", 1), ("hypercorn", 2), ("granian", 2), ("uvicorn", 1), ("uvicorn", 2)],
 )
 def test_requests_import_no_modules(tmp_path: Path, server_name: str, workers: int) -> None:
     """What the requests need is imported before the workers fork: none pays an import."""
