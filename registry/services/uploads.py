@@ -385,7 +385,7 @@ class _BufferPool:
         self._free.clear()
 
 
-_BUFFERS = _BufferPool(WRITE_BUFFER, deep=PUMP_BUFFERS, shallow=2, keep_seconds=10)
+_BUFFERS = _BufferPool(WRITE_BUFFER, deep=PUMP_BUFFERS, shallow=2, keep_seconds=2)
 
 
 def _after(
