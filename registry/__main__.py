@@ -7,14 +7,20 @@ import getpass
 import logging
 import os
 import shutil
+import signal
+import socket
 import sys
 import tempfile
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from config import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 APPLICATION = "registry.app:create_app_from_env()"
 APPLICATION_FACTORY = "registry.app:create_app_from_env"
@@ -245,17 +251,27 @@ def run_uvicorn(settings: Settings, workers: int) -> int:
     )
     if workers == 1:
         import_first_request_modules()
-        server = uvicorn.Server(config)
-        server.run()
-        return 0 if server.started else 3  # 3: uvicorn's code for a failed start
+        return 0 if serve_uvicorn(config) else 3  # 3: uvicorn's code for a failed start
     from registry.supervisor import run_workers
 
     listening = config.bind_socket()
+    return run_workers(partial(serve_uvicorn, config, [listening]), [listening], workers, 8)
 
-    def serve() -> None:
-        uvicorn.Server(config).run(sockets=[listening])
 
-    return run_workers(serve, [listening], workers, graceful_timeout=8)
+def serve_uvicorn(config: uvicorn.Config, sockets: list[socket.socket] | None = None) -> bool:
+    """Run one uvicorn server until SIGTERM or SIGINT; whether it started.
+
+    After stopping gracefully uvicorn raises the signal that stopped it again, for the handler
+    it found; with the default one the process would end killed by it (143) where hypercorn's
+    ends with 0. It finds one that ignores it instead, and the process ends normally.
+    """
+    import uvicorn
+
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda number, frame: None)
+    server = uvicorn.Server(config)
+    server.run(sockets=sockets)
+    return server.started
 
 
 def hash_password() -> int:

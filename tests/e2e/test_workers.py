@@ -189,3 +189,23 @@ def test_requests_import_no_modules(tmp_path: Path, server_name: str, workers: i
         assert not imported, imported
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("server_name", ["hypercorn", "uvicorn"])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_stops_the_server_with_exit_code_0(
+    tmp_path: Path, server_name: str, workers: str
+) -> None:
+    """``docker stop`` sends SIGTERM: the server stops gracefully and says so with 0."""
+    server = start_registry(
+        tmp_path / "data",
+        tmp_path / "registry.log",
+        REGISTRY_WORKERS=workers,
+        REGISTRY_SERVER=server_name,
+    )
+    try:
+        assert httpx.get(f"{server.url}/v2/", auth=(USER, PASSWORD)).status_code == 200
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0
+    finally:
+        server.stop()
