@@ -88,6 +88,6 @@ def create_app_from_env() -> FastAPI:
     """
     settings = Settings()
     configure_logging(settings)
-    if settings.server == "hypercorn":  # granian sends blobs itself; its threads share malloc
+    if settings.server != "granian":  # granian sends blobs itself; its threads share malloc
         keep_buffers_in_heap()
     return create_app(settings)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from registry.__main__ import HYPERCORN_READ_SIZE
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Allocates and frees 1 MiB buffers (as blob reads do) and prints how many bytes glibc holds
 # in mmap'ed chunks while one is alive, and how much free memory the heap kept afterwards.
@@ -46,6 +51,56 @@ def test_blob_buffers_come_from_the_heap_and_stay_for_reuse() -> None:
     assert default_mapped >= 4 * 1024 * 1024  # by default each buffer is its own mapping
     assert tuned_mapped < 1024 * 1024  # tuned: from the heap ...
     assert tuned_free >= 4 * 1024 * 1024 > default_free  # ... and kept there when freed
+
+
+WORKER_PROBE = """
+from registry.app import create_app_from_env
+from tests.test_process import mallinfo2_of_buffers
+create_app_from_env()
+print(mallinfo2_of_buffers())
+"""
+
+
+def mallinfo2_of_buffers() -> int:
+    """Bytes glibc has mapped for four 1 MiB buffers held at once (0 if they are in the heap)."""
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]  # fmt: skip
+
+    mallinfo2 = ctypes.CDLL(None).mallinfo2
+    mallinfo2.restype = MallInfo2
+    before = mallinfo2().hblkhd
+    buffers = [bytearray(1024 * 1024) for _ in range(4)]
+    mapped = mallinfo2().hblkhd - before
+    del buffers
+    return int(mapped)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+@pytest.mark.parametrize(
+    ("server", "tuned"), [("hypercorn", True), ("uvicorn", True), ("granian", False)]
+)
+def test_worker_apps_tune_the_allocator_where_python_moves_the_bytes(
+    tmp_path: Path, server: str, tuned: bool
+) -> None:
+    """Under hypercorn and uvicorn every body piece and blob read is a Python buffer: without
+    the tuning uvicorn pushed 0.76 GB/s instead of 1.0, each 256 KB read a fresh mapping."""
+    env = {
+        **os.environ,
+        "REGISTRY_SERVER": server,
+        "REGISTRY_DATA_DIR": str(tmp_path / "data"),
+        "REGISTRY_USERNAME": "u",
+        "REGISTRY_PASSWORD": "p",
+        "PYTHONPATH": str(ROOT),
+    }
+    output = subprocess.run(
+        [sys.executable, "-c", WORKER_PROBE], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert output.returncode == 0, output.stderr
+    mapped = int(output.stdout.split()[-1])
+    assert (mapped < 1024 * 1024) if tuned else (mapped >= 4 * 1024 * 1024), mapped
 
 
 def test_first_request_modules_are_imported_and_a_moved_one_is_skipped() -> None:
