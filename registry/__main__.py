@@ -26,6 +26,8 @@ APPLICATION = "registry.app:create_app_from_env()"
 APPLICATION_FACTORY = "registry.app:create_app_from_env"
 MAX_AUTO_WORKERS = 8  # ~25-40 MiB each (forked); more only when REGISTRY_WORKERS asks
 HYPERCORN_READ_SIZE = 256 * 1024  # bytes per socket read (hypercorn: 64 KiB)
+KEEP_ALIVE_SECONDS = 75  # an idle keep-alive connection is kept this long, under every server
+GRACEFUL_SECONDS = 8  # requests in flight get this long on SIGTERM (docker waits 10 s)
 
 
 def load_settings() -> Settings:
@@ -173,8 +175,8 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
     config.loglevel = settings.log_level.upper()
     config.errorlog = logging.getLogger("hypercorn.error")  # no handler of its own: one format
     config.include_server_header = False
-    config.keep_alive_timeout = 75
-    config.graceful_timeout = 8  # requests in flight get this long on SIGTERM (docker: 10 s)
+    config.keep_alive_timeout = KEEP_ALIVE_SECONDS
+    config.graceful_timeout = GRACEFUL_SECONDS
     config.h11_max_incomplete_size = settings.limits.max_header_bytes
     if workers == 1:
         from registry.process import import_first_request_modules
@@ -190,6 +192,15 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
     return run_workers(
         partial(uvloop_worker, config, sockets), listening, workers, config.graceful_timeout
     )
+
+
+def server_head_cap(settings: Settings) -> int:
+    """Bytes of a request head a server reads before giving up (granian's buffer, uvicorn's cap).
+
+    Heads over ``max_header_bytes`` but under this reach the app, which answers 431 with an OCI
+    error document; only heads far beyond it are cut off by the server itself.
+    """
+    return max(8 * settings.limits.max_header_bytes, 408 * 1024)
 
 
 def run_granian(settings: Settings, workers: int) -> int:
@@ -213,10 +224,9 @@ def run_granian(settings: Settings, workers: int) -> int:
         loop=Loops.uvloop,
         http=HTTPModes.http1,
         websockets=False,
-        # headers beyond the limit reach the app, which answers 431 with an OCI error document
         http1_settings=HTTP1Settings(
-            header_read_timeout=75_000,  # ms an idle keep-alive connection is kept, as hypercorn
-            max_buffer_size=max(8 * settings.limits.max_header_bytes, 408 * 1024),
+            header_read_timeout=KEEP_ALIVE_SECONDS * 1000,  # ms
+            max_buffer_size=server_head_cap(settings),
         ),
         log_level=LogLevels(settings.log_level),
     ).serve()
@@ -238,13 +248,13 @@ def run_uvicorn(settings: Settings, workers: int) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=capped_http_protocol(max(8 * settings.limits.max_header_bytes, 408 * 1024)),
+        http=capped_http_protocol(server_head_cap(settings)),
         ws="none",
         lifespan="on",
         proxy_headers=False,  # the peer is the client, as under hypercorn and granian
         server_header=False,
-        timeout_keep_alive=75,
-        timeout_graceful_shutdown=8,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
         log_config=None,  # configure_logging's format for uvicorn's loggers too
         log_level=settings.log_level,
         access_log=False,  # the app writes its own audit log
@@ -255,7 +265,8 @@ def run_uvicorn(settings: Settings, workers: int) -> int:
     from registry.supervisor import run_workers
 
     listening = config.bind_socket()
-    return run_workers(partial(serve_uvicorn, config, [listening]), [listening], workers, 8)
+    serve = partial(serve_uvicorn, config, [listening])
+    return run_workers(serve, [listening], workers, GRACEFUL_SECONDS)
 
 
 def serve_uvicorn(config: uvicorn.Config, sockets: list[socket.socket] | None = None) -> bool:
