@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 import subprocess
@@ -18,16 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Allocates and frees 1 MiB buffers (as blob reads do) and prints how many bytes glibc holds
 # in mmap'ed chunks while one is alive, and how much free memory the heap kept afterwards.
 PROBE = """
-import ctypes, sys
+import sys
 from registry.process import keep_buffers_in_heap
+from tests.mallinfo import mallinfo2
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
-mallinfo2 = ctypes.CDLL(None).mallinfo2
-mallinfo2.restype = MallInfo2
 if sys.argv[1] == "tuned":
     assert keep_buffers_in_heap()
 buffers = [bytearray(1024 * 1024) for _ in range(4)]
@@ -41,7 +34,11 @@ print(mapped, mallinfo2().fordblks)
 def test_blob_buffers_come_from_the_heap_and_stay_for_reuse() -> None:
     def probe(mode: str) -> tuple[int, int]:
         output = subprocess.run(
-            [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True
+            [sys.executable, "-c", PROBE, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
         ).stdout
         mapped, free = output.split()
         return int(mapped), int(free)
@@ -55,27 +52,10 @@ def test_blob_buffers_come_from_the_heap_and_stay_for_reuse() -> None:
 
 WORKER_PROBE = """
 from registry.app import create_app_from_env
-from tests.test_process import mallinfo2_of_buffers
+from tests.mallinfo import mapped_for_buffers
 create_app_from_env()
-print(mallinfo2_of_buffers())
+print(mapped_for_buffers())
 """
-
-
-def mallinfo2_of_buffers() -> int:
-    """Bytes glibc has mapped for four 1 MiB buffers held at once (0 if they are in the heap)."""
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-            "fordblks", "keepcost")]  # fmt: skip
-
-    mallinfo2 = ctypes.CDLL(None).mallinfo2
-    mallinfo2.restype = MallInfo2
-    before = mallinfo2().hblkhd
-    buffers = [bytearray(1024 * 1024) for _ in range(4)]
-    mapped = mallinfo2().hblkhd - before
-    del buffers
-    return int(mapped)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")

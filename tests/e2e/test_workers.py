@@ -16,7 +16,7 @@ import pytest
 
 from registry.__main__ import default_workers
 from registry.supervisor import START_GRACE
-from tests.e2e.conftest import PASSWORD, ROOT, USER, start_registry
+from tests.e2e.conftest import PASSWORD, ROOT, USER, Server, start_registry
 
 pytestmark = pytest.mark.e2e
 
@@ -73,6 +73,17 @@ def test_default_is_one_worker_per_cpu_and_the_metrics_folder_goes_away(tmp_path
     assert not list(scratch.glob("registry-metrics-*"))  # removed when the server stopped
 
 
+def start_workers(tmp_path: Path, server_name: str, workers: int, **env: str) -> Server:
+    """The registry under ``server_name`` with ``workers`` worker processes."""
+    return start_registry(
+        tmp_path / "data",
+        tmp_path / "registry.log",
+        REGISTRY_SERVER=server_name,
+        REGISTRY_WORKERS=str(workers),
+        **env,
+    )
+
+
 def worker_pids(supervisor: int) -> list[int]:
     """The supervisor's children that are forked copies of it (same command line)."""
     command = Path(f"/proc/{supervisor}/cmdline").read_bytes()
@@ -82,12 +93,7 @@ def worker_pids(supervisor: int) -> list[int]:
 
 @pytest.mark.parametrize("server_name", ["hypercorn", "uvicorn"])
 def test_a_worker_that_dies_is_replaced(tmp_path: Path, server_name: str) -> None:
-    server = start_registry(
-        tmp_path / "data",
-        tmp_path / "registry.log",
-        REGISTRY_WORKERS="2",
-        REGISTRY_SERVER=server_name,
-    )
+    server = start_workers(tmp_path, server_name, 2)
     try:
         first = worker_pids(server.process.pid)
         assert len(first) == 2
@@ -128,12 +134,7 @@ def test_workers_that_die_at_start_up_stop_the_server(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("server_name", ["hypercorn", "uvicorn"])
 def test_ctrl_c_stops_the_supervisor_and_every_worker(tmp_path: Path, server_name: str) -> None:
-    server = start_registry(
-        tmp_path / "data",
-        tmp_path / "registry.log",
-        REGISTRY_WORKERS="2",
-        REGISTRY_SERVER=server_name,
-    )
+    server = start_workers(tmp_path, server_name, 2)
     try:
         workers = worker_pids(server.process.pid)
         assert len(workers) == 2
@@ -157,14 +158,8 @@ WORKER_STARTED = {
 )
 def test_requests_import_no_modules(tmp_path: Path, server_name: str, workers: int) -> None:
     """What the requests need is imported before the workers fork: none pays an import."""
-    log = tmp_path / "registry.log"
-    server = start_registry(
-        tmp_path / "data",
-        log,
-        REGISTRY_SERVER=server_name,
-        REGISTRY_WORKERS=str(workers),
-        PYTHONPROFILEIMPORTTIME="1",
-    )
+    server = start_workers(tmp_path, server_name, workers, PYTHONPROFILEIMPORTTIME="1")
+    log = server.log
     try:
         deadline = time.monotonic() + 10
         started = WORKER_STARTED[server_name]
@@ -192,17 +187,12 @@ def test_requests_import_no_modules(tmp_path: Path, server_name: str, workers: i
 
 
 @pytest.mark.parametrize("server_name", ["hypercorn", "uvicorn"])
-@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_stops_the_server_with_exit_code_0(
-    tmp_path: Path, server_name: str, workers: str
+    tmp_path: Path, server_name: str, workers: int
 ) -> None:
     """``docker stop`` sends SIGTERM: the server stops gracefully and says so with 0."""
-    server = start_registry(
-        tmp_path / "data",
-        tmp_path / "registry.log",
-        REGISTRY_WORKERS=workers,
-        REGISTRY_SERVER=server_name,
-    )
+    server = start_workers(tmp_path, server_name, workers)
     try:
         assert httpx.get(f"{server.url}/v2/", auth=(USER, PASSWORD)).status_code == 200
         server.process.send_signal(signal.SIGTERM)
