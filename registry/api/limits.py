@@ -188,10 +188,9 @@ class _WatchedBody:
             now = self._loop.time()
             self._started = now if self._started is None else self._started
             self._received += len(message.get("body", b""))
-            elapsed = now - self._started
-            slow = self._received < self._min_rate * elapsed
-            if self._min_rate and elapsed > MIN_RATE_AFTER and slow:
-                raise BodyTimeout(f"body slower than {self._min_rate} bytes/s")
+            elapsed, rate = now - self._started, self._min_rate
+            if rate and elapsed > MIN_RATE_AFTER and self._received < rate * elapsed:
+                raise BodyTimeout(f"body slower than {rate} bytes/s")
         return message
 
     def _check(self) -> None:
