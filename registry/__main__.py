@@ -166,7 +166,10 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
     from hypercorn.config import Config
     from hypercorn.run import run
 
+    from registry import hypercorn_sendfile
+
     read_sockets_in_larger_pieces()
+    hypercorn_sendfile.install()
     config = Config()
     config.application_path = APPLICATION
     config.bind = [f"{host}:{settings.port}"]

@@ -17,7 +17,8 @@ PATHSEND = "http.response.pathsend"
 
 
 class PathSendResponse(Response):
-    """A whole file the server reads and sends itself, outside Python (ASGI ``pathsend``)."""
+    """A whole file the server sends itself (ASGI ``pathsend``): granian reads it outside
+    Python, hypercorn hands it to sendfile(2) (registry/hypercorn_sendfile.py)."""
 
     def __init__(self, path: str, headers: dict[str, str]) -> None:
         super().__init__(headers=headers, media_type="application/octet-stream")
