@@ -25,8 +25,9 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from config import Settings
+from registry.api.v2.blobs import PATHSEND
 from registry.app import create_app
-from registry.hypercorn_sendfile import PATHSEND, install
+from registry.hypercorn_sendfile import install
 from tests.e2e.conftest import free_port
 from tests.helpers import sha256
 
