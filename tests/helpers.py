@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -71,3 +75,31 @@ async def push_image(
     )
     assert response.status_code == 201, response.text
     return sha256(raw), raw
+
+
+def evict(path: Path) -> None:
+    """Drop ``path``'s pages from the page cache (written back first); skips the test on a
+    filesystem that keeps files in memory (tmpfs), where there is nothing to drop."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOATIME)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    if path.stat().st_size and in_memory(path):
+        pytest.skip("this filesystem keeps files in memory")
+
+
+def in_memory(path: Path) -> bool:
+    """Whether every page of ``path`` is in the page cache (read with RWF_NOWAIT, leaving the
+    file's access time as it was)."""
+    probe = bytearray(1)
+    fd = os.open(path, os.O_RDONLY | os.O_NOATIME)
+    try:
+        for position in range(0, path.stat().st_size, mmap.PAGESIZE):
+            os.preadv(fd, [probe], position, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True

@@ -29,7 +29,7 @@ from registry.api.v2.blobs import PATHSEND
 from registry.app import create_app
 from registry.hypercorn_sendfile import install
 from tests.e2e.conftest import free_port
-from tests.helpers import sha256
+from tests.helpers import evict, sha256
 
 USER, PASSWORD = "tester", "s3cret-pass"
 App = Callable[..., Any]
@@ -224,9 +224,11 @@ def test_http2_requests_are_not_offered_the_extension(tmp_path: Path) -> None:
     assert offered == [False, True]
 
 
-def test_the_registry_sends_whole_blobs_by_sendfile_and_ranges_as_bodies(
+def test_the_registry_sends_whole_blobs_by_sendfile_once_they_are_in_memory(
     tmp_path: Path, sendfile_calls: list[int]
 ) -> None:
+    """A blob not in memory is streamed from the disk on its first pull (the store reads it
+    around the page cache); read before, it goes out by sendfile. Ranges are always streamed."""
     settings = Settings(
         data_dir=tmp_path / "data", username=USER, password=PASSWORD, _env_file=None
     )
@@ -239,10 +241,15 @@ def test_the_registry_sends_whole_blobs_by_sendfile_and_ranges_as_bodies(
         location = client.post("/v2/send/file/blobs/uploads/").headers["location"]
         done = client.put(location, params={"digest": digest}, content=data)
         assert done.status_code == 201, done.text
+        (stored,) = (tmp_path / "data").rglob(f"blobs/sha256/*/{digest.split(':')[1]}/data")
+        evict(stored)
+        first = client.get(f"/v2/send/file/blobs/{digest}")
+        assert first.status_code == 200 and first.content == data
+        assert sendfile_calls == []
         ranged = client.get(f"/v2/send/file/blobs/{digest}", headers={"Range": "bytes=10-19"})
         assert ranged.status_code == 206 and ranged.content == data[10:20]
         assert sendfile_calls == []
-        whole = client.get(f"/v2/send/file/blobs/{digest}")
-        assert whole.status_code == 200 and whole.content == data
-        assert whole.headers["docker-content-digest"] == digest
+        again = client.get(f"/v2/send/file/blobs/{digest}")
+        assert again.status_code == 200 and again.content == data
+        assert again.headers["docker-content-digest"] == digest
     assert sum(sendfile_calls) == len(data)

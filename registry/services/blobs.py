@@ -21,7 +21,6 @@ LINK_REFRESH = 600.0
 class BlobInfo:
     digest: Digest
     size: int
-    local_path: str | None  # a filesystem store's file, for servers that send by path
 
 
 class BlobService:
@@ -59,7 +58,11 @@ class BlobService:
         size = await self.exists(digest) if await self._is_linked(name, digest) else None
         if size is None:
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, {"digest": str(digest)})
-        return BlobInfo(digest, size, self.driver.local_path(paths.blob_data(digest)))
+        return BlobInfo(digest, size)
+
+    def sendable_path(self, digest: Digest) -> str | None:
+        """The blob's file, for a server that sends it by path, when the store prefers that."""
+        return self.driver.sendable_path(paths.blob_data(digest))
 
     def read(
         self, digest: Digest, offset: int = 0, length: int | None = None

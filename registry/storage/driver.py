@@ -118,8 +118,9 @@ class StorageDriver(Protocol):
         """A URL a client can fetch the file from directly, or None to stream it."""
         ...
 
-    def local_path(self, path: str) -> str | None:
-        """The file's path on this machine, for servers that send files by path, or None."""
+    def sendable_path(self, path: str) -> str | None:
+        """The file's path on this machine, for servers that send files by path, when that is
+        the better way to send it; None to stream it with ``read``."""
         ...
 
     async def close(self) -> None:

@@ -545,7 +545,7 @@ class S3Driver:
             )
         return url
 
-    def local_path(self, path: str) -> str | None:
+    def sendable_path(self, path: str) -> str | None:
         return None
 
     async def close(self) -> None:

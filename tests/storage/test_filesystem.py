@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from registry.storage.driver import PathBusy, StorageError
-from registry.storage.filesystem import DIRECT_ALIGN, DIRECT_BUFFER, FilesystemDriver
+from registry.storage.filesystem import (
+    DIRECT_ALIGN,
+    DIRECT_BUFFER,
+    DIRECT_READ,
+    FilesystemDriver,
+)
+from tests.helpers import evict, in_memory
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +31,7 @@ async def test_files_live_under_root_and_no_temporaries_remain(tmp_path: Path) -
     await driver.put_content("x/y/z", b"data")
     assert (tmp_path / "x/y/z").read_bytes() == b"data"
     assert [p.name for p in (tmp_path / "x/y").iterdir()] == ["z"]
-    assert driver.local_path("x/y/z") == str(tmp_path / "x/y/z")
+    assert driver.sendable_path("x/y/z") == str(tmp_path / "x/y/z")  # just written: in memory
 
 
 @pytest.mark.parametrize("direct_io", [True, False])
@@ -192,3 +198,52 @@ async def test_cancel_during_a_commit_waits_for_it(
     assert (tmp_path / "upload/data").read_bytes() == b"kept" * 5000
     with pytest.raises(StorageError):
         await writer.commit()
+
+
+async def read_all(
+    driver: FilesystemDriver, path: str, offset: int = 0, length: int | None = None
+) -> bytes:
+    return b"".join([chunk async for chunk in driver.read(path, offset, length)])
+
+
+async def test_a_file_not_in_memory_is_read_around_the_cache_once_then_through_it(
+    tmp_path: Path,
+) -> None:
+    driver = FilesystemDriver(tmp_path)
+    data = os.urandom(2 * DIRECT_READ + 5000)
+    await driver.put_content("blob", data)
+    evict(tmp_path / "blob")
+    assert driver.sendable_path("blob") is None  # a server would read it through the cache
+
+    assert await read_all(driver, "blob") == data
+    assert not in_memory(tmp_path / "blob")  # read from disk, the cache left as it was
+    assert driver.sendable_path("blob") == str(tmp_path / "blob")  # read before: cache it now
+    # another process (worker) knows it too: the read set the file's access time
+    assert FilesystemDriver(tmp_path).sendable_path("blob") == str(tmp_path / "blob")
+    assert await read_all(driver, "blob") == data
+    assert in_memory(tmp_path / "blob")
+    assert await read_all(driver, "blob") == data
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [
+        (0, None),
+        (1, 10),
+        (4095, 2),
+        (DIRECT_ALIGN, DIRECT_READ),
+        (DIRECT_READ - 7, 5000),
+        (3 * DIRECT_READ - 1, None),
+        (5, 2 * DIRECT_READ),
+    ],
+)
+async def test_ranges_read_around_the_cache_are_exact(
+    tmp_path: Path, offset: int, length: int | None
+) -> None:
+    driver = FilesystemDriver(tmp_path)
+    data = os.urandom(3 * DIRECT_READ + 3)
+    await driver.put_content("blob", data)
+    evict(tmp_path / "blob")
+    end = None if length is None else offset + length
+    assert await read_all(driver, "blob", offset, length) == data[offset:end]
+    assert not in_memory(tmp_path / "blob")  # read around the cache

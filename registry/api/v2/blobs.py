@@ -85,9 +85,13 @@ async def get_blob(
         return RedirectResponse(
             url, status_code=307, headers={"Docker-Content-Digest": str(digest)}
         )
-    if span is None and blob.local_path and PATHSEND in (request.scope.get("extensions") or {}):
+    if (
+        span is None
+        and PATHSEND in (request.scope.get("extensions") or {})
+        and (path := services.blobs.sendable_path(digest))
+    ):
         metrics.bytes_sent.inc(length)
-        return PathSendResponse(blob.local_path, headers)
+        return PathSendResponse(path, headers)
     body = metrics.sent(services.blobs.read(digest, first, length))
     return StreamingResponse(body, status, headers, media_type="application/octet-stream")
 
