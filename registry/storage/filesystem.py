@@ -22,7 +22,7 @@ import mmap
 import os
 import shutil
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -32,6 +32,7 @@ from registry.storage.driver import FileInfo, PathBusy, PathNotFound, StorageErr
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
 DIRECT_READ = 4 * 1024 * 1024  # bytes per O_DIRECT read (first reads of files not in memory)
+DIRECT_DEPTH = 3  # O_DIRECT reads in flight
 PAGE_SAMPLES = 16  # bytes probed to judge whether a file sits in the page cache
 READ_BEFORE_KEPT = 4096  # files this process remembers reading (for ``noatime`` mounts)
 DIRECT_ALIGN = 4096  # O_DIRECT offsets and lengths are multiples of this
@@ -331,55 +332,62 @@ class FilesystemDriver:
         full = self._full(path)
         file = await self._run(path, lambda: open(full, "rb", buffering=0))  # noqa: SIM115
         fd = file.fileno()
-        end = None if length is None else offset + length
-        direct = self.direct_io and self._first_read_from_disk(full, fd, offset, length)
-        buffer = mmap.mmap(-1, DIRECT_READ) if direct else None
+        end = os.fstat(fd).st_size if length is None else offset + length
+        direct = self.direct_io and self._first_read_from_disk(full, fd, offset, end - offset)
+        # O_DIRECT reads wait for the disk one at a time: several in flight keep it busy
+        buffers = [mmap.mmap(-1, DIRECT_READ) for _ in range(DIRECT_DEPTH)] if direct else []
 
-        def read_at(position: int) -> bytes:
-            size = READ_CHUNK if end is None else min(READ_CHUNK, end - position)
-            if size <= 0:
-                return b""
-            return os.pread(fd, size, position)
+        def chunk_end(position: int) -> int:
+            if direct:  # whole blocks: from the block ``position`` is in
+                return min(position - position % DIRECT_ALIGN + DIRECT_READ, end)
+            return min(position + READ_CHUNK, end)
 
-        def read_direct_at(position: int) -> bytes:
-            assert buffer is not None
-            size = DIRECT_READ if end is None else min(DIRECT_READ, end - position)
-            skip = position % DIRECT_ALIGN  # O_DIRECT reads whole blocks
-            if size <= 0:
-                return b""
-            count = os.preadv(fd, [buffer], position - skip)
-            with memoryview(buffer) as view:
-                return bytes(view[skip : min(count, skip + size)])
+        def read_chunk(position: int, stop: int, slot: int) -> bytes:
+            if not direct:
+                return os.pread(fd, stop - position, position)
+            skip = position % DIRECT_ALIGN
+            count = os.preadv(fd, [buffers[slot]], position - skip)
+            with memoryview(buffers[slot]) as view:
+                return bytes(view[skip : max(skip, min(count, skip + stop - position))])
 
-        read_chunk = read_direct_at if direct else read_at
+        pending: deque[tuple[asyncio.Future[bytes], int, int]] = deque()
         position = offset
-        next_chunk: asyncio.Future[bytes] | None = None
+
+        def read_ahead(slot: int) -> None:
+            nonlocal position
+            if position < end:
+                stop = chunk_end(position)
+                chunk = asyncio.to_thread(read_chunk, position, stop, slot)
+                pending.append((asyncio.ensure_future(chunk), stop - position, slot))
+                position = stop
+
         try:
             # the kernel's own readahead (doubled for sequential files) keeps the disk ahead;
             # explicit WILLNEED requests measured slower on cold reads (docs/performance.md)
             os.posix_fadvise(fd, offset, 0, os.POSIX_FADV_SEQUENTIAL)
-            next_chunk = asyncio.ensure_future(asyncio.to_thread(read_chunk, position))
-            while True:
+            for slot in range(max(len(buffers), 1)):
+                read_ahead(slot)
+            while pending:
+                next_chunk, expected, slot = pending.popleft()
                 chunk = await next_chunk
-                if not chunk:
+                if len(chunk) < expected:  # the file ended early
+                    if chunk:
+                        yield chunk
                     break
-                position += len(chunk)
-                next_chunk = asyncio.ensure_future(asyncio.to_thread(read_chunk, position))
+                read_ahead(slot)
                 yield chunk
         finally:
-            if next_chunk is not None and not next_chunk.done():
-                await asyncio.wait([next_chunk])  # the thread must finish before the close
+            if pending:  # the threads must finish before the close
+                await asyncio.wait([step for step, _, _ in pending])
             file.close()
-            if buffer is not None:
+            for buffer in buffers:
                 buffer.close()
 
-    def _first_read_from_disk(self, full: Path, fd: int, offset: int, length: int | None) -> bool:
+    def _first_read_from_disk(self, full: Path, fd: int, offset: int, length: int) -> bool:
         """Whether to read ``fd`` around the page cache (and switch it to O_DIRECT): its bytes
         are not in memory and the file was not read before. Notes this read."""
-        status = os.fstat(fd)
-        read_before = self._read_before_now(full, status)
-        span = status.st_size - offset if length is None else length
-        if read_before or _in_page_cache(fd, offset, span):
+        read_before = self._read_before_now(full, os.fstat(fd))
+        if read_before or _in_page_cache(fd, offset, length):
             return False
         try:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
