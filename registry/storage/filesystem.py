@@ -332,8 +332,9 @@ class FilesystemDriver:
         full = self._full(path)
         file = await self._run(path, lambda: open(full, "rb", buffering=0))  # noqa: SIM115
         fd = file.fileno()
-        end = os.fstat(fd).st_size if length is None else offset + length
-        direct = self.direct_io and self._first_read_from_disk(full, fd, offset, end - offset)
+        status = os.fstat(fd)
+        end = status.st_size if length is None else offset + length
+        direct = self.direct_io and self._first_read_from_disk(full, fd, status, offset, end)
         # O_DIRECT reads wait for the disk one at a time: several in flight keep it busy
         buffers = [mmap.mmap(-1, DIRECT_READ) for _ in range(DIRECT_DEPTH)] if direct else []
 
@@ -383,11 +384,15 @@ class FilesystemDriver:
             for buffer in buffers:
                 buffer.close()
 
-    def _first_read_from_disk(self, full: Path, fd: int, offset: int, length: int) -> bool:
-        """Whether to read ``fd`` around the page cache (and switch it to O_DIRECT): its bytes
-        are not in memory and the file was not read before. Notes this read."""
-        read_before = self._read_before_now(full, os.fstat(fd))
-        if read_before or _in_page_cache(fd, offset, length):
+    def _first_read_from_disk(
+        self, full: Path, fd: int, status: os.stat_result, offset: int, end: int
+    ) -> bool:
+        """Whether to read ``fd`` around the page cache (and switch it to O_DIRECT): bytes
+        ``offset`` to ``end`` are not in memory and the file was not read before. Notes this
+        read."""
+        read_before = self._was_read(full, status)
+        self._note_read(full)
+        if read_before or _in_page_cache(fd, offset, end - offset):
             return False
         try:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
@@ -395,16 +400,17 @@ class FilesystemDriver:
             return False
         return True
 
-    def _read_before_now(self, full: Path, status: os.stat_result) -> bool:
+    def _was_read(self, full: Path, status: os.stat_result) -> bool:
         """Whether ``full`` was read before, by any process (an access time past its last
         write: the first read sets it under ``relatime``) or lately by this one (the record
-        under ``noatime``); this read is noted."""
-        before = status.st_atime_ns > status.st_mtime_ns or full in self._read_before
+        under ``noatime``)."""
+        return status.st_atime_ns > status.st_mtime_ns or full in self._read_before
+
+    def _note_read(self, full: Path) -> None:
         self._read_before[full] = None
         self._read_before.move_to_end(full)
         if len(self._read_before) > READ_BEFORE_KEPT:
             self._read_before.popitem(last=False)
-        return before
 
     def sendable_path(self, path: str) -> str | None:
         """The file's path when it is in memory or was read before (sending it through the page
@@ -418,8 +424,7 @@ class FilesystemDriver:
             return None  # ``read`` reports it
         try:
             status = os.fstat(fd)
-            read_before = status.st_atime_ns > status.st_mtime_ns or full in self._read_before
-            if read_before or _in_page_cache(fd, 0, status.st_size):
+            if self._was_read(full, status) or _in_page_cache(fd, 0, status.st_size):
                 return str(full)
             return None
         finally:
