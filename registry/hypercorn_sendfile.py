@@ -35,10 +35,10 @@ from registry.api.v2.blobs import PATHSEND
 
 @dataclass(frozen=True)
 class FileSlice:
-    """Bytes of an open file, travelling through hypercorn and h11 in place of a body's bytes."""
+    """An open file's first ``size`` bytes, travelling through hypercorn and h11 in place of a
+    body's bytes."""
 
     fd: int
-    offset: int
     size: int
 
     def __len__(self) -> int:
@@ -64,7 +64,7 @@ async def send_file(writer: asyncio.StreamWriter, piece: FileSlice) -> None:
     loop = asyncio.get_running_loop()
     socket_fd = os.dup(transport.get_extra_info("socket").fileno())
     try:
-        offset, end = piece.offset, piece.offset + piece.size
+        offset, end = 0, piece.size
         while offset < end:
             if transport.is_closing():
                 raise ConnectionResetError("the connection closed while a file was sent")
@@ -127,18 +127,16 @@ def _answering_pathsend(app_send: Method) -> Method:
 
     async def wrapper(self: HTTPStream, message: Any) -> None:
         offered = PATHSEND in self.scope.get("extensions", {})
-        if message is None or message["type"] != PATHSEND or not offered:
+        ours = message is not None and message["type"] == PATHSEND and offered
+        if not ours or self.state != ASGIHTTPState.RESPONSE:
             await app_send(self, message)  # hypercorn's own error for a message it does not know
-            return
-        if self.state != ASGIHTTPState.RESPONSE:
-            await app_send(self, message)
             return
         status = int(self.response["status"])
         fd = await asyncio.to_thread(os.open, message["path"], os.O_RDONLY | os.O_CLOEXEC)
         try:
             size = os.fstat(fd).st_size
             if size and not suppress_body(self.scope["method"], status):
-                whole = FileSlice(fd, 0, size)
+                whole = FileSlice(fd, size)
                 await self.send(Body(stream_id=self.stream_id, data=whole))  # type: ignore[arg-type]
         finally:
             os.close(fd)
