@@ -69,6 +69,18 @@ def hypercorn_serving(app: App) -> Iterator[str]:
         loop.close()
 
 
+def random_file(folder: Path, size: int) -> tuple[Path, bytes]:
+    """A file of ``size`` random bytes in ``folder``, and its bytes."""
+    path, data = folder / "blob", os.urandom(size)
+    path.write_bytes(data)
+    return path, data
+
+
+def connect(url: str) -> socket.socket:
+    """A raw TCP connection to the server at ``url``."""
+    return socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+
+
 def file_app(path: Path, offered: list[bool], length: bool = True) -> App:
     """Answers every request with the file by pathsend when offered, noting whether it was."""
     content = path.read_bytes()
@@ -128,13 +140,11 @@ def read_response(sock: socket.socket, pause_after: int = 0) -> tuple[bytes, byt
 def test_a_file_goes_out_by_sendfile_to_a_slow_reader_and_the_connection_lives_on(
     tmp_path: Path, sendfile_calls: list[int]
 ) -> None:
-    path = tmp_path / "blob"
-    data = os.urandom(24 * 1024 * 1024 + 5)
-    path.write_bytes(data)
+    path, data = random_file(tmp_path, 24 * 1024 * 1024 + 5)
     offered: list[bool] = []
     with (
         hypercorn_serving(file_app(path, offered)) as url,
-        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock,
+        connect(url) as sock,
     ):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         for _ in range(2):  # the same connection serves again after a file
@@ -150,9 +160,7 @@ def test_a_file_goes_out_by_sendfile_to_a_slow_reader_and_the_connection_lives_o
 def test_without_a_length_the_file_is_sent_chunked(
     tmp_path: Path, sendfile_calls: list[int]
 ) -> None:
-    path = tmp_path / "blob"
-    data = os.urandom(3 * 1024 * 1024 + 1)
-    path.write_bytes(data)
+    path, data = random_file(tmp_path, 3 * 1024 * 1024 + 1)
     with hypercorn_serving(file_app(path, [], length=False)) as url:
         response = httpx.get(f"{url}/blob")
         assert response.headers["transfer-encoding"] == "chunked"
@@ -165,15 +173,13 @@ def test_without_a_length_the_file_is_sent_chunked(
 def test_readers_leaving_early_cost_no_descriptor_nor_error_and_others_are_served(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "blob"
-    data = os.urandom(64 * 1024 * 1024)
-    path.write_bytes(data)
+    path, data = random_file(tmp_path, 64 * 1024 * 1024)
     with hypercorn_serving(file_app(path, [])) as url:
         assert httpx.get(f"{url}/blob").content == data  # the server has started its threads
         idle = open_descriptors()
         # a reset as soon as the head arrives (before the file), or well into the file
         for wanted in (1, 4 * 1024 * 1024, 1, 4 * 1024 * 1024):
-            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
+            with connect(url) as sock:
                 sock.sendall(b"GET /blob HTTP/1.1\r\nHost: x\r\n\r\n")
                 received = 0
                 while received < wanted:
@@ -212,8 +218,7 @@ def test_a_file_gone_before_it_is_sent_closes_that_connection_only(tmp_path: Pat
 
 
 def test_http2_requests_are_not_offered_the_extension(tmp_path: Path) -> None:
-    path = tmp_path / "blob"
-    path.write_bytes(os.urandom(100_000))
+    path, _ = random_file(tmp_path, 100_000)
     offered: list[bool] = []
     with hypercorn_serving(file_app(path, offered)) as url:
         with httpx.Client(http1=False, http2=True) as client:  # h2c, prior knowledge
