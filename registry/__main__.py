@@ -166,9 +166,10 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
     from hypercorn.config import Config
     from hypercorn.run import run
 
-    from registry import hypercorn_sendfile
+    from registry import hypercorn_request_body, hypercorn_sendfile
 
     read_sockets_in_larger_pieces()
+    hypercorn_request_body.install()
     hypercorn_sendfile.install()
     config = Config()
     config.application_path = APPLICATION

@@ -6,67 +6,24 @@ this process, so that calls to ``os.sendfile`` and open descriptors can be count
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvloop
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 
 from config import Settings
 from registry.api.v2.blobs import PATHSEND
 from registry.app import create_app
-from registry.hypercorn_sendfile import install
-from tests.e2e.conftest import free_port
 from tests.helpers import evict, sha256
+from tests.hypercorn_in_thread import App, connect, hypercorn_serving
 
 USER, PASSWORD = "tester", "s3cret-pass"
-App = Callable[..., Any]
-
-
-@contextmanager
-def hypercorn_serving(app: App) -> Iterator[str]:
-    """hypercorn with the extension installed, on uvloop in a thread; its base URL."""
-    install()
-    port = free_port()
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.graceful_timeout = 1
-    config.errorlog = logging.getLogger("hypercorn.error")  # as the registry sets it
-    loop = uvloop.new_event_loop()
-    stop = asyncio.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(serve(app, config, shutdown_trigger=stop.wait))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "hypercorn did not start"
-            time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        loop.close()
 
 
 def random_file(folder: Path, size: int) -> tuple[Path, bytes]:
@@ -74,11 +31,6 @@ def random_file(folder: Path, size: int) -> tuple[Path, bytes]:
     path, data = folder / "blob", os.urandom(size)
     path.write_bytes(data)
     return path, data
-
-
-def connect(url: str) -> socket.socket:
-    """A raw TCP connection to the server at ``url``."""
-    return socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
 
 
 def file_app(path: Path, offered: list[bool], length: bool = True) -> App:

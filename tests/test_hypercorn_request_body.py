@@ -1,0 +1,326 @@
+"""hypercorn handing request bodies to the app without h11 (``registry.hypercorn_request_body``).
+
+The readers are checked against h11 itself (every way of cutting a body into two reads, and
+random cuts into many), then hypercorn is run in a thread of this process over real TCP, so
+that the bytes h11 is given can be counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import h11
+import pytest
+from h11._readers import ChunkedReader
+
+from registry.hypercorn_request_body import (
+    _h11_readers_known,
+    take_chunked_body,
+    take_sized_body,
+)
+from tests.hypercorn_in_thread import App, connect, hypercorn_serving
+
+CHUNKED_HEAD = b"PUT /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def sized_head(length: int, extra: bytes = b"") -> bytes:
+    return b"PUT /b HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n" % (length, extra)
+
+
+def chunked(body: bytes, sizes: list[int], extension_every: int = 0) -> bytes:
+    """``body`` in chunks of the given sizes (cycled), a trailer field after the last chunk."""
+    out, at, index = [], 0, 0
+    while at < len(body):
+        size = min(sizes[index % len(sizes)], len(body) - at)
+        extension = b";note=x" if extension_every and index % extension_every == 0 else b""
+        out.append(b"%x%s\r\n%s\r\n" % (size, extension, body[at : at + size]))
+        at, index = at + size, index + 1
+    return b"".join(out) + b"0\r\nX-Trailer: yes\r\n\r\n"
+
+
+def read_like_the_patched_protocol(head: bytes, pieces: list[bytes]) -> tuple[bytes, int]:
+    """(the body an h11 server connection yields, bytes given to h11) when each piece after
+    ``head`` is read as ``hypercorn_request_body`` reads it: directly while h11 holds nothing."""
+    connection = h11.Connection(h11.SERVER)
+    received, given_to_h11, ended = [], 0, False
+
+    def drain() -> None:
+        nonlocal ended
+        while (event := connection.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+            if isinstance(event, h11.Data):
+                received.append(bytes(event.data))
+            ended = ended or isinstance(event, h11.EndOfMessage)
+
+    for piece in [head, *pieces]:
+        reader = connection._reader
+        if connection.their_state is h11.SEND_BODY and not connection._receive_buffer:
+            if isinstance(reader, ChunkedReader):
+                taken, piece = take_chunked_body(reader, piece)
+            else:
+                taken, piece = take_sized_body(reader, piece)  # type: ignore[arg-type]
+            received.append(taken)
+        if piece:
+            connection.receive_data(piece)
+            given_to_h11 += len(piece)
+        drain()
+    assert ended, "h11 did not see the end of the request"
+    return b"".join(received), given_to_h11
+
+
+def cuts(data: bytes, count: int, rng: random.Random) -> list[bytes]:
+    """``data`` cut at ``count`` random places."""
+    points = sorted(rng.sample(range(1, len(data)), count))
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+def test_the_h11_fields_kept_are_the_ones_this_h11_has() -> None:
+    assert _h11_readers_known()
+
+
+def test_a_chunked_body_cut_anywhere_in_two_reads_comes_out_whole() -> None:
+    body = os.urandom(300)
+    encoded = chunked(body, [1, 17, 100, 2], extension_every=3)
+    for cut in range(len(encoded) + 1):
+        got, _ = read_like_the_patched_protocol(CHUNKED_HEAD, [encoded[:cut], encoded[cut:]])
+        assert got == body, cut
+
+
+def test_a_chunked_body_cut_at_random_comes_out_whole_and_mostly_around_h11() -> None:
+    rng = random.Random(7)
+    body = os.urandom(2_000_000)
+    encoded = chunked(body, [32768, 65536, 1, 4096, 77777])
+    for _ in range(20):
+        pieces = cuts(encoded, 40, rng)
+        got, given_to_h11 = read_like_the_patched_protocol(CHUNKED_HEAD, pieces)
+        assert got == body
+        assert given_to_h11 < len(CHUNKED_HEAD) + len(encoded) // 10
+
+
+def test_a_sized_body_cut_anywhere_comes_out_whole_and_the_next_request_is_read() -> None:
+    body = os.urandom(200)
+    following = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+    stream = sized_head(len(body)) + body + following
+    for cut in range(len(stream) + 1):
+        got, _ = read_like_the_patched_protocol(b"", [stream[:cut], stream[cut:]])
+        assert got == body, cut
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(sized_head(5))
+    assert isinstance(connection.next_event(), h11.Request)
+    taken, rest = take_sized_body(connection._reader, b"12345" + following)  # type: ignore[arg-type]
+    assert (taken, rest) == (b"12345", following)
+
+
+@pytest.mark.parametrize(
+    ("bad", "taken", "left"),
+    [
+        (b"5\r\nabcdeXX", b"abcde", b"XX"),  # no CRLF after the chunk's data
+        (b"zz\r\nabc\r\n", b"", b"zz\r\nabc\r\n"),  # not a size
+        (b"5\r\nabcde\r\n-1\r\n", b"abcde", b"-1\r\n"),
+    ],
+    ids=["no CRLF after the data", "not a size", "a negative size"],
+)
+def test_a_malformed_chunk_is_left_to_h11_which_refuses_it(
+    bad: bytes, taken: bytes, left: bytes
+) -> None:
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(CHUNKED_HEAD)
+    assert isinstance(connection.next_event(), h11.Request)
+    assert take_chunked_body(connection._reader, bad) == (taken, left)  # type: ignore[arg-type]
+    connection.receive_data(left)
+    with pytest.raises((h11.RemoteProtocolError, h11.LocalProtocolError)):
+        while connection.next_event() is not h11.NEED_DATA:
+            pass
+
+
+# -- over real TCP ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bytes_given_to_h11(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every piece of data h11 connections of this process are given."""
+    given: list[int] = []
+    original = h11.Connection.receive_data
+
+    def counting(self: h11.Connection, data: bytes) -> None:
+        given.append(len(data))
+        original(self, data)
+
+    monkeypatch.setattr(h11.Connection, "receive_data", counting)
+    return given
+
+
+def digest_app(seen: list[dict[str, Any]]) -> App:
+    """Answers each request with the sha256 and size of its body and the messages it came in."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        hasher, size, messages = hashlib.sha256(), 0, 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                seen.append({"disconnected": True, "size": size})
+                return
+            assert isinstance(message["body"], bytes)
+            hasher.update(message["body"])
+            size, messages = size + len(message["body"]), messages + 1
+            if not message.get("more_body"):
+                break
+        answer = {"path": scope["path"], "sha256": hasher.hexdigest(), "size": size}
+        seen.append({**answer, "messages": messages})
+        content = json.dumps(answer).encode()
+        headers = [(b"content-length", str(len(content)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    return app
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    seen: list[dict[str, Any]] = []
+    with hypercorn_serving(digest_app(seen)) as url:
+        yield url, seen
+
+
+def send_slowly(sock: socket.socket, pieces: list[bytes]) -> None:
+    """Each piece in a segment of its own, so that the server reads them one by one."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for piece in pieces:
+        sock.sendall(piece)
+        time.sleep(0.002)
+
+
+def read_answers(sock: socket.socket, count: int) -> list[tuple[int, dict[str, Any]]]:
+    """``count`` responses (status, JSON body) from the connection, in order."""
+    sock.settimeout(10)
+    received, answers = b"", list[tuple[int, dict[str, Any]]]()
+    while len(answers) < count:
+        while b"\r\n\r\n" not in received:
+            more = sock.recv(65536)
+            assert more, f"the connection closed after {len(answers)} answers"
+            received += more
+        head, received = received.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        fields = dict(line.lower().split(b": ", 1) for line in lines[1:])
+        length = int(fields.get(b"content-length", b"0"))
+        while len(received) < length:
+            received += sock.recv(65536)
+        body, received = received[:length], received[length:]
+        answers.append((int(lines[0].split()[1]), json.loads(body) if body else {}))
+    return answers
+
+
+def test_a_sized_body_reaches_the_app_as_read_without_passing_through_h11(
+    server: tuple[str, list[dict[str, Any]]], bytes_given_to_h11: list[int]
+) -> None:
+    url, seen = server
+    body = os.urandom(4 * 1024 * 1024)
+    with connect(url) as sock:
+        send_slowly(sock, [sized_head(len(body)), *cuts(body, 63, random.Random(1))])
+        [(status, answer)] = read_answers(sock, 1)
+    assert status == 200
+    assert answer["sha256"] == hashlib.sha256(body).hexdigest()
+    assert sum(bytes_given_to_h11) < 64 * 1024  # the request head (and what came with it)
+    assert seen[0]["messages"] >= 32  # one message a read, as read
+
+
+def test_a_chunked_body_with_extensions_and_trailer_reaches_the_app_whole(
+    server: tuple[str, list[dict[str, Any]]], bytes_given_to_h11: list[int]
+) -> None:
+    url, seen = server
+    body = os.urandom(3 * 1024 * 1024 + 5)
+    encoded = chunked(body, [32768, 1000, 7, 65536], extension_every=50)
+    with connect(url) as sock:
+        send_slowly(sock, [CHUNKED_HEAD, *cuts(encoded, 200, random.Random(2))])
+        [(status, answer)] = read_answers(sock, 1)
+    assert status == 200
+    assert (answer["sha256"], answer["size"]) == (hashlib.sha256(body).hexdigest(), len(body))
+    assert sum(bytes_given_to_h11) < len(encoded) // 10
+    assert seen[0]["messages"] < 400  # chunks joined: a message a read, not a chunk
+
+
+def test_pipelined_requests_after_bodies_are_answered_in_order(
+    server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, _ = server
+    first, second = os.urandom(100_000), os.urandom(70_000)
+    stream = (
+        sized_head(len(first))
+        + first
+        + CHUNKED_HEAD.replace(b"/b", b"/c")
+        + chunked(second, [30000])
+        + b"GET /d HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    with connect(url) as sock:
+        send_slowly(sock, cuts(stream, 30, random.Random(3)))
+        answers = read_answers(sock, 3)
+    assert [(status, answer["path"], answer["size"]) for status, answer in answers] == [
+        (200, "/b", len(first)),
+        (200, "/c", len(second)),
+        (200, "/d", 0),
+    ]
+    assert answers[1][1]["sha256"] == hashlib.sha256(second).hexdigest()
+
+
+def test_a_client_waiting_for_100_continue_is_answered_and_its_body_read(
+    server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, _ = server
+    body = os.urandom(500_000)
+    with connect(url) as sock:
+        sock.sendall(sized_head(len(body), b"Expect: 100-continue\r\n"))
+        sock.settimeout(10)
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 ")
+        send_slowly(sock, cuts(body, 10, random.Random(4)))
+        [(status, answer)] = read_answers(sock, 1)
+    assert (status, answer["sha256"]) == (200, hashlib.sha256(body).hexdigest())
+
+
+@pytest.mark.parametrize(
+    ("head", "bad"),
+    [
+        (CHUNKED_HEAD, b"zz\r\n"),  # not a size
+        (CHUNKED_HEAD, b"4\r\nabcdXX4\r\n"),  # no CRLF after the chunk's data
+    ],
+    ids=["not a size", "no CRLF after the data"],
+)
+def test_a_malformed_chunked_body_ends_the_connection_without_an_answer_to_the_app(
+    server: tuple[str, list[dict[str, Any]]], head: bytes, bad: bytes
+) -> None:
+    url, seen = server
+    good = chunked(os.urandom(200_000), [32768])[: -len(b"0\r\nX-Trailer: yes\r\n\r\n")]
+    with connect(url) as sock:
+        send_slowly(sock, [head, good, bad])
+        sock.settimeout(10)
+        received = b""
+        while more := sock.recv(65536):
+            received += more
+    assert not received or received.startswith(b"HTTP/1.1 400 ")
+    assert all("sha256" not in answer for answer in seen)
+
+
+def test_a_client_gone_in_the_middle_of_a_body_is_a_disconnect_and_the_server_serves_on(
+    server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, seen = server
+    with connect(url) as sock:
+        send_slowly(sock, [sized_head(1_000_000), os.urandom(300_000)])
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [{"disconnected": True, "size": 300_000}]
+    with connect(url) as sock:
+        sock.sendall(sized_head(3) + b"abc")
+        [(status, answer)] = read_answers(sock, 1)
+    assert (status, answer["size"]) == (200, 3)
