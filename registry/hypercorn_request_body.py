@@ -1,31 +1,37 @@
-"""hypercorn passing request bodies to the app without h11 touching their bytes.
+"""hypercorn passing request bodies from the socket to the app without copying them.
 
-Under hypercorn each piece read from a socket goes into h11's receive buffer (a copy), comes
-out of it as one ``Data`` event per chunk of a chunked body (another copy), and is copied once
-more by hypercorn into the ASGI message. An upload is nearly all body, so those copies and
-h11's work per chunk bounded the push rate: docker sends its layers chunked, 32 KiB a chunk.
+Under hypercorn each piece the event loop reads from a socket is copied three times by the
+connection's ``asyncio.StreamReader`` (into its buffer, out as a slice, the slice into bytes),
+then goes into h11's receive buffer (a copy), comes out of it as one ``Data`` event per chunk
+of a chunked body (another copy), and is copied once more by hypercorn into the ASGI message.
+An upload is nearly all body, so those copies and h11's work per chunk bounded the push
+rate: docker sends its layers chunked, 32 KiB a chunk.
 
-While a request's body is being received and h11 holds no unread bytes, ``install()`` has
+``install()`` gives each connection a ``PieceReader``, which hands on the pieces as the loop
+read them. While a request's body is being received and h11 holds no unread bytes, ``install()`` has
 hypercorn hand each piece read to the app itself, as one message: the piece as it is for a
 ``Content-Length`` body, the chunks' data joined for a chunked one. h11's body reader is kept
 in the state it would have reached, so anything this does not take (the end of the body, a
 chunk header with extensions, bytes it finds malformed, the next pipelined request) goes to
 h11 as before and is checked and answered by h11 exactly as without this module.
 
-hypercorn and h11 have no hook for this, so one hypercorn method is wrapped and two of h11's
-private reader fields are kept; tests/test_hypercorn_request_body.py fails if a release of
-either changes what this relies on, and ``install()`` leaves hypercorn as it is when the
-readers are not the ones this knows.
+hypercorn and h11 have no hook for this, so two hypercorn methods are wrapped, a stream
+reader's private fields are used, and two of h11's reader fields are kept;
+tests/test_hypercorn_request_body.py fails if a release changes what this relies on, and
+``install()`` leaves hypercorn as it is when h11's readers are not the ones this knows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 import h11
 from h11._readers import ChunkedReader, ContentLengthReader
+from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.events import RawData
 from hypercorn.protocol.events import Body
 from hypercorn.protocol.h11 import STREAM_ID, H11Protocol
@@ -44,6 +50,94 @@ def install() -> None:
         return
     H11Protocol._registry_direct_body = True  # type: ignore[attr-defined]
     H11Protocol.handle = _passing_bodies(H11Protocol.handle)  # type: ignore[method-assign]
+    TCPServer.__init__ = _reading_pieces(TCPServer.__init__)  # type: ignore[method-assign]
+
+
+class PieceReader(asyncio.StreamReader):
+    """A stream reader that hands on the pieces the transport gave it, as they are.
+
+    Only ``read`` is offered (all hypercorn uses); the line and exact-size reads of
+    ``asyncio.StreamReader`` work on a buffer this does not keep, so they refuse.
+    """
+
+    # asyncio.StreamReader's own fields, used as it uses them
+    _buffer: bytearray
+    _eof: bool
+    _exception: BaseException | None
+    _limit: int
+    _paused: bool
+    _transport: asyncio.ReadTransport | None
+    # this class's: the pieces not read yet, and their bytes
+    _pieces: deque[bytes]
+    _held: int
+
+    @classmethod
+    def adopt(cls, reader: asyncio.StreamReader) -> None:
+        """Turn a reader nobody reads from yet into one of these, keeping what it holds."""
+        reader.__class__ = cls
+        assert isinstance(reader, cls)
+        held = bytes(reader._buffer)
+        reader._buffer.clear()
+        reader._pieces = deque([held] if held else [])
+        reader._held = len(held)
+
+    def feed_data(self, data: bytes) -> None:  # type: ignore[override]
+        assert not self._eof, "feed_data after feed_eof"
+        if not data:
+            return
+        self._pieces.append(data if type(data) is bytes else bytes(data))
+        self._held += len(data)
+        self._wakeup_waiter()  # type: ignore[attr-defined]
+        if self._transport is not None and not self._paused and self._held > 2 * self._limit:
+            self._transport.pause_reading()
+            self._paused = True
+
+    def _maybe_resume_transport(self) -> None:
+        if self._paused and self._transport is not None and self._held <= self._limit:
+            self._paused = False
+            self._transport.resume_reading()
+
+    def at_eof(self) -> bool:
+        return self._eof and not self._pieces
+
+    async def read(self, n: int = -1) -> bytes:
+        """The next piece received, cut to ``n`` bytes (all pieces to the end if ``n < 0``)."""
+        if self._exception is not None:
+            raise self._exception
+        if n < 0:
+            pieces = []
+            while piece := await self.read(self._limit):
+                pieces.append(piece)
+            return b"".join(pieces)
+        if n == 0:
+            return b""
+        if not self._pieces and not self._eof:
+            await self._wait_for_data("read")  # type: ignore[attr-defined]
+        if not self._pieces:
+            return b""
+        piece = self._pieces.popleft()
+        if len(piece) > n:
+            self._pieces.appendleft(piece[n:])
+            piece = piece[:n]
+        self._held -= len(piece)
+        self._maybe_resume_transport()
+        return piece
+
+    async def readuntil(self, separator: Any = b"\n") -> NoReturn:
+        raise NotImplementedError("a PieceReader only reads pieces")
+
+    async def readexactly(self, n: int) -> NoReturn:
+        raise NotImplementedError("a PieceReader only reads pieces")
+
+
+def _reading_pieces(init: Callable[..., None]) -> Callable[..., None]:
+    """``TCPServer.__init__``: the connection's reader becomes a ``PieceReader``."""
+
+    def wrapper(self: TCPServer, *args: Any) -> None:
+        init(self, *args)
+        PieceReader.adopt(self.reader)
+
+    return wrapper
 
 
 def _h11_readers_known() -> bool:

@@ -7,6 +7,7 @@ that the bytes h11 is given can be counted.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import pytest
 from h11._readers import ChunkedReader
 
 from registry.hypercorn_request_body import (
+    PieceReader,
     _h11_readers_known,
     take_chunked_body,
     take_sized_body,
@@ -156,6 +158,21 @@ def bytes_given_to_h11(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return given
 
 
+@pytest.fixture
+def pieces_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every piece connections' ``PieceReader`` handed on."""
+    read: list[int] = []
+    original = PieceReader.read
+
+    async def counting(self: PieceReader, n: int = -1) -> bytes:
+        piece = await original(self, n)
+        read.append(len(piece))
+        return piece
+
+    monkeypatch.setattr(PieceReader, "read", counting)
+    return read
+
+
 def digest_app(seen: list[dict[str, Any]]) -> App:
     """Answers each request with the sha256 and size of its body and the messages it came in."""
 
@@ -222,7 +239,7 @@ def read_answers(sock: socket.socket, count: int) -> list[tuple[int, dict[str, A
 
 
 def test_a_sized_body_reaches_the_app_as_read_without_passing_through_h11(
-    server: tuple[str, list[dict[str, Any]]], bytes_given_to_h11: list[int]
+    server: tuple[str, list[dict[str, Any]]], bytes_given_to_h11: list[int], pieces_read: list[int]
 ) -> None:
     url, seen = server
     body = os.urandom(4 * 1024 * 1024)
@@ -232,6 +249,7 @@ def test_a_sized_body_reaches_the_app_as_read_without_passing_through_h11(
     assert status == 200
     assert answer["sha256"] == hashlib.sha256(body).hexdigest()
     assert sum(bytes_given_to_h11) < 64 * 1024  # the request head (and what came with it)
+    assert sum(pieces_read) == len(sized_head(len(body))) + len(body)  # all through the reader
     assert seen[0]["messages"] >= 32  # one message a read, as read
 
 
@@ -324,3 +342,76 @@ def test_a_client_gone_in_the_middle_of_a_body_is_a_disconnect_and_the_server_se
         sock.sendall(sized_head(3) + b"abc")
         [(status, answer)] = read_answers(sock, 1)
     assert (status, answer["size"]) == (200, 3)
+
+
+# -- the connection's reader -------------------------------------------------------------------
+
+
+class CountingTransport(asyncio.ReadTransport):
+    """Counts the reader's pause_reading and resume_reading calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+def test_the_reader_hands_on_the_pieces_received_themselves_and_keeps_earlier_bytes() -> None:
+    async def run() -> None:
+        reader = asyncio.StreamReader(limit=1000)
+        reader.feed_data(b"GET / HTTP/1.1\r\n")  # received before hypercorn took the reader
+        PieceReader.adopt(reader)
+        first, second = os.urandom(300), os.urandom(700)
+        reader.feed_data(first)
+        reader.feed_data(second)
+        assert await reader.read(4096) == b"GET / HTTP/1.1\r\n"
+        assert await reader.read(4096) is first  # the very object: not a byte copied
+        assert await reader.read(500) == second[:500]  # cut to what was asked, the rest kept
+        assert await reader.read(4096) == second[500:]
+        waiting = asyncio.ensure_future(reader.read(4096))
+        await asyncio.sleep(0)
+        assert not waiting.done() and not reader.at_eof()
+        reader.feed_data(b"late")
+        assert await waiting == b"late"
+        reader.feed_eof()
+        assert await reader.read(4096) == b""
+        assert reader.at_eof()
+
+    asyncio.run(run())
+
+
+def test_the_reader_pauses_the_transport_past_twice_its_limit_and_resumes_under_it() -> None:
+    async def run() -> None:
+        reader = asyncio.StreamReader(limit=1000)
+        transport = CountingTransport()
+        reader.set_transport(transport)
+        PieceReader.adopt(reader)
+        for _ in range(3):
+            reader.feed_data(b"x" * 800)
+        assert transport.calls == ["pause"]  # 2,400 bytes held > 2,000
+        await reader.read(4096)
+        assert transport.calls == ["pause"]  # 1,600 still held > 1,000
+        await reader.read(4096)
+        assert transport.calls == ["pause", "resume"]
+
+    asyncio.run(run())
+
+
+def test_the_reader_raises_the_connection_error_and_refuses_line_reads() -> None:
+    async def run() -> None:
+        reader = asyncio.StreamReader()
+        PieceReader.adopt(reader)
+        waiting = asyncio.ensure_future(reader.read(10))
+        await asyncio.sleep(0)
+        reader.set_exception(ConnectionResetError("gone"))
+        with pytest.raises(ConnectionResetError):
+            await waiting
+        with pytest.raises(NotImplementedError):
+            await reader.readline()
+
+    asyncio.run(run())
