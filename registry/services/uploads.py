@@ -24,7 +24,7 @@ import logging
 import mmap
 import re
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -34,7 +34,13 @@ from registry.oci.digest import Digest, ResumableHasher
 from registry.oci.errors import ErrorCode, RegistryError
 from registry.services import paths, walk
 from registry.services.blobs import BlobService
-from registry.storage.driver import FileWriter, PathBusy, PathNotFound, StorageDriver
+from registry.storage.driver import (
+    FileWriter,
+    PathBusy,
+    PathNotFound,
+    StorageDriver,
+    together,
+)
 
 log = logging.getLogger("registry.uploads")
 _UPLOAD_ID = re.compile(r"[0-9A-Za-z-]{16,64}")
@@ -63,7 +69,7 @@ class UploadService:
     def __init__(self, driver: StorageDriver, blobs: BlobService) -> None:
         self.driver = driver
         self.blobs = blobs
-        self._removals: set[asyncio.Task[None]] = set()
+        self._clean_ups: set[asyncio.Task[None]] = set()
 
     def _unknown(self, upload_id: str) -> RegistryError:
         return RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, {"upload": upload_id[:64]})
@@ -173,10 +179,9 @@ class UploadService:
         advanced = upload
         try:
             advanced, hasher = await self._append_locked(upload, writer, body, length)
-            steps = [writer.commit()]
-            if advanced.offset != upload.offset:
-                steps.append(self._save_state(advanced, hasher))
-            await _finished([asyncio.ensure_future(step) for step in steps])
+            moved = advanced.offset != upload.offset
+            # the new state is saved as the bytes are fsynced, both before the lock goes
+            await writer.commit(self._save_state(advanced, hasher) if moved else None)
         except BaseException:
             try:
                 if advanced.offset != upload.offset:  # saved, but its bytes are dropped now
@@ -187,7 +192,9 @@ class UploadService:
             finally:
                 await writer.cancel()
             raise
-        await self._drop_older_states(advanced)
+        if moved:  # the state before is of no use now; nobody needs to wait for its removal
+            older = paths.upload_hashstate(upload.name, upload.id, upload.algorithm, upload.offset)
+            self._later(f"removing {older}", lambda: walk.delete_quietly(self.driver, older))
         return advanced, hasher
 
     async def _open(self, upload: Upload, start: int | None) -> FileWriter:
@@ -207,12 +214,6 @@ class UploadService:
             )
         advanced = Upload(upload.name, upload.id, upload.offset + received, upload.algorithm)
         return advanced, hasher
-
-    async def _drop_older_states(self, upload: Upload) -> None:
-        for offset in await self._state_offsets(upload.name, upload.id, upload.algorithm):
-            if offset < upload.offset:
-                older = paths.upload_hashstate(upload.name, upload.id, upload.algorithm, offset)
-                await walk.delete_quietly(self.driver, older)
 
     async def complete(
         self,
@@ -254,7 +255,9 @@ class UploadService:
                 await self.driver.move(data, paths.blob_data(digest))
         await self.blobs.link(upload.name, digest)
         if stored_before:  # the session still holds all its bytes
-            self._remove_later(upload)
+            # unlinking a large file is slow (160 ms a GiB on ext4 here), and nobody waits
+            # for these bytes: the session is hidden already; expiry removes them after a crash
+            self._later(f"removing finished upload {upload.id}", lambda: self._remove(upload))
         else:
             await self._remove(upload)
         return upload
@@ -271,28 +274,23 @@ class UploadService:
         with contextlib.suppress(PathNotFound):
             await self.driver.delete(paths.upload(upload.name, upload.id))
 
-    def _remove_later(self, upload: Upload) -> None:
-        """Remove a finished session's bytes after the response (the content was stored already).
+    def _later(self, what: str, step: Callable[[], Awaitable[object]]) -> None:
+        """Run ``step`` after the response: a clean-up nobody waits for (``settle`` does)."""
 
-        Unlinking a large file is slow on some filesystems (160 ms a GiB on ext4 here), and
-        nobody waits for these bytes: the session is hidden already. If the process stops
-        first, upload expiry removes them.
-        """
-
-        async def remove() -> None:
+        async def run() -> None:
             try:
-                await self._remove(upload)
-            except Exception:  # nobody awaits this: say so, expiry will try again
-                log.warning("removing finished upload %s failed", upload.id, exc_info=True)
+                await step()
+            except Exception:  # nobody awaits this: say so; expiry or completion tidies up
+                log.warning("%s failed", what, exc_info=True)
 
-        removal = asyncio.ensure_future(remove())
-        self._removals.add(removal)
-        removal.add_done_callback(self._removals.discard)
+        task = asyncio.ensure_future(run())
+        self._clean_ups.add(task)
+        task.add_done_callback(self._clean_ups.discard)
 
     async def settle(self) -> None:
-        """Wait for the removals started so far (at shutdown, and in tests)."""
-        if self._removals:
-            await asyncio.wait(set(self._removals))
+        """Wait for the clean-ups started so far (at shutdown, and in tests)."""
+        if self._clean_ups:
+            await asyncio.wait(set(self._clean_ups))
 
     @staticmethod
     async def expire(
@@ -401,15 +399,6 @@ def _after(
     return asyncio.ensure_future(run())
 
 
-async def _finished(steps: Iterable[asyncio.Future[None] | None]) -> None:
-    """Wait until ``steps`` are done, never cancelling them; raise the first one's error."""
-    started = [step for step in steps if step is not None]
-    if started:
-        await asyncio.wait(started)
-        for step in started:
-            step.result()
-
-
 async def _pump(body: AsyncIterable[bytes], hasher: ResumableHasher, writer: FileWriter) -> int:
     """Hash and write ``body`` in large buffers while the next ones fill.
 
@@ -446,10 +435,10 @@ async def _pump(body: AsyncIterable[bytes], hasher: ResumableHasher, writer: Fil
                 if filled == WRITE_BUFFER:
                     in_use[current] = hand_over(views[current])
                     current, filled = (current + 1) % len(views), 0
-                    await _finished(in_use[current] or ())
+                    await together(*(in_use[current] or ()))
         if filled:
             hand_over(views[current][:filled])
-        await _finished((hashed, written))
+        await together(hashed, written)
     finally:
         # Each stage runs in order, so once its last step is done all of its steps are.
         ends = [step for step in (hashed, written) if step is not None]

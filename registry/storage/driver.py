@@ -9,8 +9,9 @@ a driver ever sees a backend's own exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,6 +45,16 @@ def check_path(path: str) -> str:
     return path
 
 
+async def together(*steps: Awaitable[None] | None) -> None:
+    """Run ``steps`` at once and wait for every one (none is cancelled when another fails, nor
+    when the caller is); then raise the first one's error."""
+    started = [asyncio.ensure_future(step) for step in steps if step is not None]
+    if started:
+        await asyncio.wait(started)
+        for step in started:
+            step.result()
+
+
 @dataclass(frozen=True, slots=True)
 class FileInfo:
     """What ``stat`` tells about a path."""
@@ -64,8 +75,12 @@ class FileWriter(Protocol):
 
     async def write(self, data: bytes | bytearray | memoryview) -> None: ...
 
-    async def commit(self) -> None:
-        """Make everything written durable (fsync) and close."""
+    async def commit(self, alongside: Awaitable[None] | None = None) -> None:
+        """Make everything written durable (fsync) and close.
+
+        ``alongside`` (saving what describes these bytes, say) runs meanwhile; the writer's
+        lock is released only once both are done, so the next writer sees its result.
+        """
         ...
 
     async def cancel(self) -> None:

@@ -23,11 +23,18 @@ import os
 import shutil
 import threading
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from registry.storage.driver import FileInfo, PathBusy, PathNotFound, StorageError, check_path
+from registry.storage.driver import (
+    FileInfo,
+    PathBusy,
+    PathNotFound,
+    StorageError,
+    check_path,
+    together,
+)
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -234,17 +241,18 @@ class FilesystemWriter:
         await asyncio.to_thread(self._write_all, data)
         self._size += len(data)
 
-    def _finish(self, keep: bool) -> None:
+    def _finish(self, keep: bool, release: bool = True) -> None:
         """Commit or cancel, once: a cancel that comes while a commit's fsync runs (its
         request was cancelled) waits for it and then finds the file closed, instead of
-        closing the descriptor under it, or a reused one after it."""
+        closing the descriptor under it, or a reused one after it. The lock is kept if not
+        ``release``."""
         with self._finishing:
             if self._fd >= 0:
-                self._finish_open(keep)
+                self._finish_open(keep, release)
             elif keep:
                 raise StorageError("commit of a closed writer")
 
-    def _finish_open(self, keep: bool) -> None:
+    def _finish_open(self, keep: bool, release: bool) -> None:
         try:
             if keep:
                 self._drop_stale_tail()
@@ -262,12 +270,31 @@ class FilesystemWriter:
             self._fd = -1
             if self._staging is not None:
                 self._staging.close()
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)  # releases the flock
-                self._lock_fd = -1
+            if release:
+                self._release_lock()
 
-    async def commit(self) -> None:
-        await asyncio.to_thread(self._finish, True)
+    def _release_lock(self) -> None:
+        lock_fd, self._lock_fd = self._lock_fd, -1
+        if lock_fd >= 0:
+            os.close(lock_fd)  # releases the flock
+
+    async def commit(self, alongside: Awaitable[None] | None = None) -> None:
+        if alongside is None:
+            await asyncio.to_thread(self._finish, True)
+            return
+        steps = [
+            asyncio.ensure_future(asyncio.to_thread(self._finish, True, False)),
+            asyncio.ensure_future(alongside),
+        ]
+        # if this is cancelled, both steps go on: the lock goes once they are done
+        asyncio.gather(*steps, return_exceptions=True).add_done_callback(
+            lambda _: self._release_lock()
+        )
+        try:
+            await together(*steps)
+        finally:
+            if all(step.done() for step in steps):
+                self._release_lock()
 
     async def cancel(self) -> None:
         if self._fd >= 0:

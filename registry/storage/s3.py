@@ -26,7 +26,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -36,7 +36,14 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config import S3Settings
-from registry.storage.driver import FileInfo, PathBusy, PathNotFound, StorageError, check_path
+from registry.storage.driver import (
+    FileInfo,
+    PathBusy,
+    PathNotFound,
+    StorageError,
+    check_path,
+    together,
+)
 
 MIB = 1024 * 1024
 MIN_PART = 5 * MIB  # S3's smallest part, except the last one
@@ -165,33 +172,37 @@ class S3Writer:
             await self._upload_part(part)
             await self._lock.renew_if_due()
 
-    async def commit(self) -> None:
+    async def commit(self, alongside: Awaitable[None] | None = None) -> None:
         if self._closed:
             raise StorageError(f"{self._path}: writer is closed")
-        client = await self._driver.client()
         try:
-            if self._upload_id is None:
-                with _translated(self._path):
-                    await client.put_object(
-                        Bucket=self._driver.bucket, Key=self._key, Body=bytes(self._buffer)
-                    )
-            else:
-                if self._buffer:
-                    await self._upload_part(bytes(self._buffer))
-                with _translated(self._path):
-                    await client.complete_multipart_upload(
-                        Bucket=self._driver.bucket,
-                        Key=self._key,
-                        UploadId=self._upload_id,
-                        MultipartUpload={"Parts": self._parts},
-                    )
-                self._upload_id = None
+            await together(self._complete(), alongside)
         except BaseException:
             await self.cancel()
             raise
         self._buffer = bytearray()
         self._closed = True
         await self._lock.release()
+
+    async def _complete(self) -> None:
+        """Store what was written: one object, or the multipart upload completed."""
+        client = await self._driver.client()
+        if self._upload_id is None:
+            with _translated(self._path):
+                await client.put_object(
+                    Bucket=self._driver.bucket, Key=self._key, Body=bytes(self._buffer)
+                )
+            return
+        if self._buffer:
+            await self._upload_part(bytes(self._buffer))
+        with _translated(self._path):
+            await client.complete_multipart_upload(
+                Bucket=self._driver.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        self._upload_id = None
 
     async def cancel(self) -> None:
         if self._closed:

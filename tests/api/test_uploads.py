@@ -199,11 +199,13 @@ async def test_upload_resumes_on_another_app_over_the_same_storage(
 async def test_hash_state_is_saved_beside_the_session(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
-    """After a PATCH the running hash sits beside the session, keyed by its offset."""
+    """After a PATCH the running hash sits beside the session, keyed by its offset; the state
+    before it is removed after the answer."""
     location = (await client.post("/v2/h/blobs/uploads/")).headers["location"]
     upload_id = location.rsplit("/", 1)[1]
     await client.patch(location, content=b"x" * 1000)
     await client.patch(location, content=b"y" * 10)
+    await app.state.services.uploads.settle()
     driver = app.state.services.driver
     states = f"docker/registry/v2/repositories/h/_uploads/{upload_id}/hashstates/sha256"
     assert await driver.list(states) == ["1010"]

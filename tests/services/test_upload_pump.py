@@ -8,7 +8,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
@@ -69,8 +69,8 @@ class RecordingWriter:
     def size(self) -> int:
         return sum(map(len, self.chunks))
 
-    async def commit(self) -> None:
-        pass
+    async def commit(self, alongside: Awaitable[None] | None = None) -> None:
+        raise AssertionError("the pump never commits")
 
     async def cancel(self) -> None:
         pass

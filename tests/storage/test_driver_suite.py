@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -120,6 +121,47 @@ async def test_writers_are_exclusive(driver: StorageDriver) -> None:
     assert await driver.get_content("up/data") == b"abcdef"
     other = await driver.writer("up/other", 0)  # another path is independent
     await other.cancel()
+
+
+async def test_a_commit_keeps_the_lock_until_what_runs_alongside_is_done(
+    driver: StorageDriver,
+) -> None:
+    writer = await driver.writer("up/data", 0)
+    await writer.write(b"abc")
+    alongside_may_end = asyncio.Event()
+    busy_meanwhile = []
+
+    async def alongside() -> None:
+        await alongside_may_end.wait()
+
+    async def open_meanwhile() -> None:
+        await asyncio.sleep(0.2)  # the data is committed by now; the step alongside waits
+        try:
+            await driver.writer("up/data", 3)
+        except PathBusy:
+            busy_meanwhile.append(True)
+        alongside_may_end.set()
+
+    await asyncio.gather(writer.commit(alongside()), open_meanwhile())
+    assert busy_meanwhile == [True]
+    assert await driver.get_content("up/data") == b"abc"
+    after = await driver.writer("up/data", 3)  # released once both were done
+    await after.cancel()
+
+
+async def test_a_failure_alongside_a_commit_is_raised_and_the_lock_released(
+    driver: StorageDriver,
+) -> None:
+    writer = await driver.writer("up/data", 0)
+    await writer.write(b"abc")
+
+    async def failing() -> None:
+        raise OSError("the state could not be saved")
+
+    with pytest.raises(OSError, match="could not be saved"):
+        await writer.commit(failing())
+    again = await driver.writer("up/data", 0)
+    await again.cancel()
 
 
 async def test_writer_continuing_a_missing_file_raises_path_not_found(
