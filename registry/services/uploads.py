@@ -383,7 +383,7 @@ class _BufferPool:
         self._free.clear()
 
 
-_BUFFERS = _BufferPool(WRITE_BUFFER, deep=PUMP_BUFFERS, shallow=2, keep_seconds=2)
+_BUFFERS = _BufferPool(WRITE_BUFFER, deep=PUMP_BUFFERS, shallow=2, keep_seconds=0.5)
 
 
 def _after(
