@@ -319,5 +319,7 @@ class DockerCli:
         pulled = self.run("pull", target)
         pull_seconds = time.perf_counter() - start
         assert f"Digest: {digest[1]}" in pulled, pulled
+        # a layer left on this machine (another tag of the image) would not be downloaded
+        assert "Already exists" not in pulled and "up to date" not in pulled, pulled
         self.run("rmi", target)
         return push_seconds, pull_seconds, push_cpu
