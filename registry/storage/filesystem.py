@@ -38,7 +38,7 @@ from registry.storage.driver import (
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
-DIRECT_READ = 2 * 1024 * 1024  # bytes per O_DIRECT read (first reads of files not in memory)
+DIRECT_READ = 1024 * 1024  # bytes per O_DIRECT read (first reads of files not in memory)
 DIRECT_DEPTH = 3  # O_DIRECT reads in flight
 PAGE_SAMPLES = 16  # bytes probed to judge whether a file sits in the page cache
 READ_BEFORE_KEPT = 4096  # files this process remembers reading (for ``noatime`` mounts)
