@@ -279,22 +279,14 @@ class FilesystemWriter:
             os.close(lock_fd)  # releases the flock
 
     async def commit(self, alongside: Awaitable[None] | None = None) -> None:
-        if alongside is None:
-            await asyncio.to_thread(self._finish, True)
-            return
-        steps = [
-            asyncio.ensure_future(asyncio.to_thread(self._finish, True, False)),
-            asyncio.ensure_future(alongside),
-        ]
-        # if this is cancelled, both steps go on: the lock goes once they are done
-        asyncio.gather(*steps, return_exceptions=True).add_done_callback(
-            lambda _: self._release_lock()
-        )
-        try:
-            await together(*steps)
-        finally:
-            if all(step.done() for step in steps):
+        async def durable_then_release() -> None:
+            try:
+                await together(asyncio.to_thread(self._finish, True, False), alongside)
+            finally:
                 self._release_lock()
+
+        # if this is cancelled, the fsync and ``alongside`` go on: the lock goes once both are done
+        await asyncio.shield(durable_then_release())
 
     async def cancel(self) -> None:
         if self._fd >= 0:

@@ -175,14 +175,20 @@ class S3Writer:
     async def commit(self, alongside: Awaitable[None] | None = None) -> None:
         if self._closed:
             raise StorageError(f"{self._path}: writer is closed")
-        try:
-            await together(self._complete(), alongside)
-        except BaseException:
-            await self.cancel()
-            raise
-        self._buffer = bytearray()
-        self._closed = True
-        await self._lock.release()
+
+        async def stored_then_release() -> None:
+            try:
+                await together(self._complete(), alongside)
+            except BaseException:
+                await self.cancel()
+                raise
+            self._buffer = bytearray()
+            self._closed = True
+            await self._lock.release()
+
+        # as on the filesystem: if this is cancelled, the completion and ``alongside`` go on,
+        # and the upload is aborted (on an error) or the lease released only once both are done
+        await asyncio.shield(stored_then_release())
 
     async def _complete(self) -> None:
         """Store what was written: one object, or the multipart upload completed."""
