@@ -16,7 +16,7 @@ chunk header with extensions, bytes it finds malformed, the next pipelined reque
 h11 as before and is checked and answered by h11 exactly as without this module.
 
 hypercorn and h11 have no hook for this, so two hypercorn methods are wrapped, a stream
-reader's private fields are used, and two of h11's reader fields are kept;
+reader's private fields are used, and the private fields of h11's two body readers are kept;
 tests/test_hypercorn_request_body.py fails if a release changes what this relies on, and
 ``install()`` leaves hypercorn as it is when h11's readers are not the ones this knows.
 """
@@ -155,14 +155,14 @@ def _passing_bodies(handle: Method) -> Method:
     """``H11Protocol.handle``: body bytes go to the stream; h11 gets the rest."""
 
     async def wrapper(self: H11Protocol, event: Any) -> None:
-        connection = self.connection
+        connection, stream = self.connection, self.stream
         if not (
             isinstance(event, RawData)
             and type(connection) is h11.Connection
             and connection.their_state is h11.SEND_BODY
             and not connection.they_are_waiting_for_100_continue
             and not connection._receive_buffer  # h11 has bytes of its own to read first
-            and self.stream is not None
+            and stream is not None
         ):
             await handle(self, event)
             return
@@ -174,8 +174,8 @@ def _passing_bodies(handle: Method) -> Method:
         else:
             await handle(self, event)
             return
-        if body and self.stream is not None:
-            await self.stream.handle(Body(stream_id=STREAM_ID, data=body))
+        if body:
+            await stream.handle(Body(stream_id=STREAM_ID, data=body))
         if rest:
             await handle(self, RawData(data=rest))  # h11 reads on from where this stopped
         elif type(reader) is ContentLengthReader and reader._remaining == 0:

@@ -57,6 +57,13 @@ def hypercorn_serving(app: App) -> Iterator[str]:
         loop.close()
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """Play a test app's part in the ASGI lifespan protocol: nothing to start or stop."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 def connect(url: str) -> socket.socket:
     """A raw TCP connection to the server at ``url``."""
     return socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))

@@ -27,7 +27,7 @@ from registry.hypercorn_request_body import (
     take_chunked_body,
     take_sized_body,
 )
-from tests.hypercorn_in_thread import App, connect, hypercorn_serving
+from tests.hypercorn_in_thread import App, answer_lifespan, connect, hypercorn_serving
 
 CHUNKED_HEAD = b"PUT /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
 
@@ -178,9 +178,7 @@ def digest_app(seen: list[dict[str, Any]]) -> App:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         hasher, size, messages = hashlib.sha256(), 0, 0
         while True:

@@ -21,7 +21,7 @@ from config import Settings
 from registry.api.v2.blobs import PATHSEND
 from registry.app import create_app
 from tests.helpers import evict, sha256
-from tests.hypercorn_in_thread import App, connect, hypercorn_serving
+from tests.hypercorn_in_thread import App, answer_lifespan, connect, hypercorn_serving
 
 USER, PASSWORD = "tester", "s3cret-pass"
 
@@ -39,9 +39,7 @@ def file_app(path: Path, offered: list[bool], length: bool = True) -> App:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         offered.append(PATHSEND in scope["extensions"])
         headers = [(b"content-length", str(len(content)).encode())] if length else []
