@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,6 +74,12 @@ class FileWriter(Protocol):
         ...
 
     async def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    @property
+    def thread_write(self) -> Callable[[memoryview], None] | None:
+        """``write`` as a blocking function for a worker thread, where writing is a system
+        call (a file); None where it is asynchronous I/O (object storage)."""
+        ...
 
     async def commit(self, alongside: Awaitable[None] | None = None) -> None:
         """Make everything written durable (fsync) and close.

@@ -241,6 +241,14 @@ class FilesystemWriter:
         await asyncio.to_thread(self._write_all, data)
         self._size += len(data)
 
+    @property
+    def thread_write(self) -> Callable[[memoryview], None]:
+        return self._write_in_thread
+
+    def _write_in_thread(self, data: memoryview) -> None:
+        self._write_all(data)
+        self._size += len(data)
+
     def _finish(self, keep: bool, release: bool = True) -> None:
         """Commit or cancel, once: a cancel that comes while a commit's fsync runs (its
         request was cancelled) waits for it and then finds the file closed, instead of

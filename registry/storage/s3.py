@@ -156,6 +156,10 @@ class S3Writer:
             )
         self._parts.append({"PartNumber": number, "ETag": uploaded["ETag"]})
 
+    @property
+    def thread_write(self) -> None:
+        return None
+
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
             raise StorageError(f"{self._path}: writer is closed")

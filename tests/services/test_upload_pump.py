@@ -1,4 +1,7 @@
-"""The upload pump: bodies hashed and written in order through a ring of reused buffers."""
+"""The upload pump: bodies hashed and written in order through a ring of reused buffers.
+
+Writers come in both kinds: blocking (a file: written from a stage thread) and asynchronous
+(object storage: written in tasks)."""
 
 from __future__ import annotations
 
@@ -8,14 +11,14 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from registry.oci.digest import ResumableHasher
-from registry.services import uploads
-from registry.services.uploads import PUMP_BUFFERS, WRITE_BUFFER, _BufferPool, _pump
+from registry.services import pump as pumps
+from registry.services.pump import PART, PUMP_BUFFERS, WRITE_BUFFER, BufferPool, pump
 from registry.storage.filesystem import FilesystemDriver
 
 pytestmark = pytest.mark.anyio
@@ -24,8 +27,8 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(autouse=True)
 def own_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     """A pool of this test's own: what earlier tests left in the process's pool stays out."""
-    pool = _BufferPool(WRITE_BUFFER, deep=PUMP_BUFFERS, shallow=2, keep_seconds=10)
-    monkeypatch.setattr(uploads, "_BUFFERS", pool)
+    pool = BufferPool(WRITE_BUFFER, deep=PUMP_BUFFERS, shallow=2, keep_seconds=10)
+    monkeypatch.setattr(pumps, "BUFFERS", pool)
 
 
 async def pieces(data: bytes, seed: int = 1) -> AsyncIterator[bytes]:
@@ -39,9 +42,16 @@ async def pieces(data: bytes, seed: int = 1) -> AsyncIterator[bytes]:
 
 
 class RecordingWriter:
-    """Writes in a thread, each after a random pause; records what it saw."""
+    """Writes in a thread, each after a random pause; records what it saw. Asynchronous, as
+    for object storage, unless ``blocking``: then the pump writes from a stage thread."""
 
-    def __init__(self, fail_at: int | None = None, gate: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        fail_at: int | None = None,
+        gate: threading.Event | None = None,
+        blocking: bool = False,
+    ) -> None:
+        self.blocking = blocking
         self.chunks: list[bytes] = []
         self.buffers: list[object] = []
         self.calls = 0
@@ -76,16 +86,29 @@ class RecordingWriter:
         pass
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        assert isinstance(data, memoryview)
+        assert isinstance(data, memoryview) and not self.blocking
         self.buffers.append(data.obj)
         await asyncio.to_thread(self._write, data, self._chance.random() * 0.01)
 
+    @property
+    def thread_write(self) -> Callable[[memoryview], None] | None:
+        return self._write_blocking if self.blocking else None
 
-async def test_body_is_written_and_hashed_in_order(tmp_path: Path) -> None:
+    def _write_blocking(self, data: memoryview) -> None:
+        assert threading.current_thread() is not threading.main_thread()
+        self.buffers.append(data.obj)
+        self._write(data, self._chance.random() * 0.01)
+
+
+BOTH_KINDS = pytest.mark.parametrize("blocking", [False, True], ids=["tasks", "thread"])
+
+
+@BOTH_KINDS
+async def test_body_is_written_and_hashed_in_order(blocking: bool) -> None:
     data = os.urandom(PUMP_BUFFERS * WRITE_BUFFER + 2 * WRITE_BUFFER + 12345)
-    writer = RecordingWriter()
+    writer = RecordingWriter(blocking=blocking)
     hasher = ResumableHasher("sha256")
-    assert await _pump(pieces(data), hasher, writer) == len(data)
+    assert await pump(pieces(data), hasher, writer) == len(data)
     assert b"".join(writer.chunks) == data
     assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
     assert writer.active == 0
@@ -96,24 +119,25 @@ async def test_through_the_filesystem_driver_with_o_direct(tmp_path: Path) -> No
     data = os.urandom(3 * WRITE_BUFFER + 999)
     writer = await driver.writer("upload/data")
     hasher = ResumableHasher("sha256")
-    await _pump(pieces(data, seed=3), hasher, writer)
+    await pump(pieces(data, seed=3), hasher, writer)
     await writer.commit()
     assert (tmp_path / "upload/data").read_bytes() == data
     assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
-async def test_buffers_are_reused_by_the_next_body() -> None:
+@BOTH_KINDS
+async def test_buffers_are_reused_by_the_next_body(blocking: bool) -> None:
     """Fresh pages cost more than the copy into them, so the next request gets the same ones."""
     data = os.urandom(PUMP_BUFFERS * WRITE_BUFFER)
-    first, second = RecordingWriter(), RecordingWriter()
-    await _pump(pieces(data), ResumableHasher("sha256"), first)
-    await _pump(pieces(data), ResumableHasher("sha256"), second)
+    first, second = RecordingWriter(blocking=blocking), RecordingWriter(blocking=blocking)
+    await pump(pieces(data), ResumableHasher("sha256"), first)
+    await pump(pieces(data), ResumableHasher("sha256"), second)
     assert len(set(map(id, first.buffers))) == PUMP_BUFFERS
     assert set(map(id, second.buffers)) == set(map(id, first.buffers))
 
 
 async def test_kept_buffers_are_released_when_no_upload_runs() -> None:
-    pool = _BufferPool(4096, deep=2, shallow=1, keep_seconds=0.05)
+    pool = BufferPool(4096, deep=2, shallow=1, keep_seconds=0.05)
     first = pool.take()
     mapped = [view.obj for view in first]
     pool.give(first)
@@ -130,9 +154,9 @@ async def test_concurrent_bodies_get_fewer_buffers_each() -> None:
     gate = threading.Event()
     first, second = RecordingWriter(gate=gate), RecordingWriter()
     data = os.urandom(2 * PUMP_BUFFERS * WRITE_BUFFER)
-    alone = asyncio.ensure_future(_pump(pieces(data), ResumableHasher("sha256"), first))
+    alone = asyncio.ensure_future(pump(pieces(data), ResumableHasher("sha256"), first))
     assert await asyncio.to_thread(first.started.wait, 10)
-    await _pump(pieces(data), ResumableHasher("sha256"), second)
+    await pump(pieces(data), ResumableHasher("sha256"), second)
     gate.set()
     await alone
     assert len(set(map(id, first.buffers))) == PUMP_BUFFERS
@@ -140,27 +164,52 @@ async def test_concurrent_bodies_get_fewer_buffers_each() -> None:
     assert b"".join(second.chunks) == data == b"".join(first.chunks)
 
 
-async def test_a_failed_write_stops_the_writes_after_it() -> None:
+@BOTH_KINDS
+async def test_a_failed_write_stops_the_writes_after_it(blocking: bool) -> None:
     data = os.urandom(6 * WRITE_BUFFER)
-    writer = RecordingWriter(fail_at=2)
+    writer = RecordingWriter(fail_at=2, blocking=blocking)
     with pytest.raises(OSError, match="disk full"):
-        await _pump(pieces(data), ResumableHasher("sha256"), writer)
+        await pump(pieces(data), ResumableHasher("sha256"), writer)
     assert writer.calls == 3  # the two before it, and the one that failed
-    assert b"".join(writer.chunks) == data[: 2 * WRITE_BUFFER]
+    written = b"".join(writer.chunks)
+    assert len(writer.chunks) == 2 and written == data[: len(written)]
     assert writer.active == 0
 
 
-async def test_cancelled_pump_waits_for_the_write_in_its_thread() -> None:
+@BOTH_KINDS
+async def test_cancelled_pump_waits_for_the_write_in_its_thread(blocking: bool) -> None:
     """A thread still writing after the caller closed the file could hit a reused descriptor."""
     gate = threading.Event()
-    writer = RecordingWriter(gate=gate)
+    writer = RecordingWriter(gate=gate, blocking=blocking)
     data = os.urandom(2 * WRITE_BUFFER)
-    pump = asyncio.ensure_future(_pump(pieces(data), ResumableHasher("sha256"), writer))
+    pumping = asyncio.ensure_future(pump(pieces(data), ResumableHasher("sha256"), writer))
     assert await asyncio.to_thread(writer.started.wait, 10)
-    pump.cancel()
+    pumping.cancel()
     await asyncio.sleep(0.05)
-    assert not pump.done()
+    assert not pumping.done()
     gate.set()
     with pytest.raises(asyncio.CancelledError):
-        await pump
+        await pumping
     assert writer.active == 0
+
+
+async def test_an_idle_stage_takes_a_part_and_a_busy_one_whole_buffers() -> None:
+    """A stage that has caught up gets the filled part of a buffer (so little is left when the
+    body ends); while it works on that, the rest comes in whole buffers (the fewest steps)."""
+    gate = threading.Event()
+    writer = RecordingWriter(gate=gate, blocking=True)
+    data = os.urandom(PUMP_BUFFERS * WRITE_BUFFER)
+
+    async def even_pieces() -> AsyncIterator[bytes]:  # as hypercorn hands them over
+        for start in range(0, len(data), 256 * 1024):
+            yield data[start : start + 256 * 1024]
+
+    hasher = ResumableHasher("sha256")
+    running = asyncio.ensure_future(pump(even_pieces(), hasher, writer))
+    assert await asyncio.to_thread(writer.started.wait, 10)
+    gate.set()
+    assert await running == len(data)
+    sizes = [len(chunk) for chunk in writer.chunks]
+    assert sizes == [PART, WRITE_BUFFER - PART] + [WRITE_BUFFER] * (PUMP_BUFFERS - 1)
+    assert b"".join(writer.chunks) == data
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
