@@ -44,6 +44,7 @@ PAGE_SAMPLES = 16  # bytes probed to judge whether a file sits in the page cache
 READ_BEFORE_KEPT = 4096  # files this process remembers reading (for ``noatime`` mounts)
 DIRECT_ALIGN = 4096  # O_DIRECT offsets and lengths are multiples of this
 DIRECT_BUFFER = 8 * 1024 * 1024
+SMALL_DIRECTORY = 16 * 1024  # a directory's st_size up to which it is listed in the event loop
 
 
 def lock_name(name: str) -> str:
@@ -512,8 +513,15 @@ class FilesystemDriver:
         return FileInfo(path, 0 if is_dir else result.st_size, result.st_mtime, is_dir)
 
     async def list(self, path: str) -> list[str]:
+        """A small directory (an upload's hash states, a repository's layers: the usual) is
+        listed in the event loop, cheaper than a thread hop; a large one (thousands of tags)
+        in a thread. A directory's size grows with its entries (ext4: 4 KiB blocks; xfs and
+        tmpfs: bytes of names)."""
         full = self._full(path)
-        names = await self._run(path, lambda: os.listdir(full))
+        if self._now(path, full.stat).st_size <= SMALL_DIRECTORY:
+            names = self._now(path, lambda: os.listdir(full))
+        else:
+            names = await self._run(path, lambda: os.listdir(full))
         return [name for name in names if not _is_internal(name)]
 
     def _move(self, source: Path, destination: Path) -> None:

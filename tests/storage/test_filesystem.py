@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from registry.storage.filesystem import (
     DIRECT_ALIGN,
     DIRECT_BUFFER,
     DIRECT_READ,
+    SMALL_DIRECTORY,
     FilesystemDriver,
 )
 from tests.helpers import evict, in_memory
@@ -32,6 +34,33 @@ async def test_files_live_under_root_and_no_temporaries_remain(tmp_path: Path) -
     assert (tmp_path / "x/y/z").read_bytes() == b"data"
     assert [p.name for p in (tmp_path / "x/y").iterdir()] == ["z"]
     assert driver.sendable_path("x/y/z") == str(tmp_path / "x/y/z")  # just written: in memory
+
+
+async def test_a_small_directory_is_listed_at_once_and_a_large_one_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = FilesystemDriver(tmp_path)
+    in_threads: list[str] = []
+    run = driver._run
+
+    async def recording_run(path: str, function: Callable[[], object]) -> object:
+        in_threads.append(path)
+        return await run(path, function)
+
+    monkeypatch.setattr(driver, "_run", recording_run)
+    (tmp_path / "small").mkdir()
+    (tmp_path / "large").mkdir()
+    for number in range(3):
+        (tmp_path / "small" / f"state-{number}").touch()
+    names = {f"tag-{number:05}" for number in range(2000)}
+    for name in names:
+        (tmp_path / "large" / name).touch()
+    (tmp_path / "large" / ".tag-00000.lock").touch()  # the driver's own: never listed
+    assert os.stat(tmp_path / "large").st_size > SMALL_DIRECTORY
+    assert sorted(await driver.list("small")) == ["state-0", "state-1", "state-2"]
+    assert in_threads == []
+    assert set(await driver.list("large")) == names
+    assert in_threads == ["large"]
 
 
 @pytest.mark.parametrize("direct_io", [True, False])
