@@ -18,7 +18,14 @@ import pytest
 
 from registry.oci.digest import ResumableHasher
 from registry.services import pump as pumps
-from registry.services.pump import PART, PUMP_BUFFERS, WRITE_BUFFER, BufferPool, pump
+from registry.services.pump import (
+    PART,
+    PUMP_BUFFERS,
+    SMALL_BODY,
+    WRITE_BUFFER,
+    BufferPool,
+    pump,
+)
 from registry.storage.filesystem import FilesystemDriver
 
 pytestmark = pytest.mark.anyio
@@ -52,6 +59,7 @@ class RecordingWriter:
         blocking: bool = False,
     ) -> None:
         self.blocking = blocking
+        self.ways: list[str] = []  # "task" (async write) or "thread" (thread_write) per call
         self.chunks: list[bytes] = []
         self.buffers: list[object] = []
         self.calls = 0
@@ -86,7 +94,8 @@ class RecordingWriter:
         pass
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        assert isinstance(data, memoryview) and not self.blocking
+        assert isinstance(data, memoryview)
+        self.ways.append("task")
         self.buffers.append(data.obj)
         await asyncio.to_thread(self._write, data, self._chance.random() * 0.01)
 
@@ -96,6 +105,7 @@ class RecordingWriter:
 
     def _write_blocking(self, data: memoryview) -> None:
         assert threading.current_thread() is not threading.main_thread()
+        self.ways.append("thread")
         self.buffers.append(data.obj)
         self._write(data, self._chance.random() * 0.01)
 
@@ -112,6 +122,20 @@ async def test_body_is_written_and_hashed_in_order(blocking: bool) -> None:
     assert b"".join(writer.chunks) == data
     assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
     assert writer.active == 0
+
+
+@BOTH_KINDS
+@pytest.mark.parametrize("size", [0, 1, 5000, SMALL_BODY, SMALL_BODY + 1, PART + 1])
+async def test_bodies_of_sizes_around_the_limits(blocking: bool, size: int) -> None:
+    """A small body is hashed in the event loop and written in one step, in a task; a larger
+    one goes to the stages, and to the writer's thread function where it has one."""
+    data = os.urandom(size)
+    writer = RecordingWriter(blocking=blocking)
+    hasher = ResumableHasher("sha256")
+    assert await pump(pieces(data), hasher, writer) == size
+    assert b"".join(writer.chunks) == data
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert set(writer.ways) == {"thread" if blocking and size > SMALL_BODY else "task"}
 
 
 async def test_through_the_filesystem_driver_with_o_direct(tmp_path: Path) -> None:
