@@ -34,12 +34,7 @@ from registry.oci.errors import ErrorCode, RegistryError
 from registry.services import paths, walk
 from registry.services.blobs import BlobService
 from registry.services.pump import pump
-from registry.storage.driver import (
-    FileWriter,
-    PathBusy,
-    PathNotFound,
-    StorageDriver,
-)
+from registry.storage.driver import FileWriter, PathBusy, PathNotFound, StorageDriver
 
 log = logging.getLogger("registry.uploads")
 _UPLOAD_ID = re.compile(r"[0-9A-Za-z-]{16,64}")

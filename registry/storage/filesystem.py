@@ -239,14 +239,13 @@ class FilesystemWriter:
         self._staged = remainder
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        await asyncio.to_thread(self._write_all, data)
-        self._size += len(data)
+        await asyncio.to_thread(self._write_in_thread, data)
 
     @property
     def thread_write(self) -> Callable[[memoryview], None]:
         return self._write_in_thread
 
-    def _write_in_thread(self, data: memoryview) -> None:
+    def _write_in_thread(self, data: bytes | bytearray | memoryview) -> None:
         self._write_all(data)
         self._size += len(data)
 
