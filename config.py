@@ -100,6 +100,28 @@ class LimitSettings(BaseModel):
     """Upload sessions one client address may have open at once; 0 for no cap."""
 
 
+class TLSSettings(BaseModel):
+    """HTTPS served by the registry itself (otherwise put a TLS proxy in front)."""
+
+    certfile: Path | None = None
+    """PEM certificate chain, the server's certificate first."""
+    keyfile: Path | None = None
+    """PEM private key of that certificate (not encrypted)."""
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TLSSettings:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("set both __CERTFILE and __KEYFILE, or neither")
+        for path in (self.certfile, self.keyfile):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.certfile is not None
+
+
 class Settings(BaseSettings):
     """Everything the registry can be told at start-up."""
 
@@ -129,6 +151,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     gc: GCSettings = GCSettings()
     limits: LimitSettings = LimitSettings()
+    tls: TLSSettings = TLSSettings()
 
     @model_validator(mode="after")
     def _user_needs_both(self) -> Settings:

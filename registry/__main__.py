@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 from functools import partial
@@ -79,6 +80,19 @@ def check_access_settings(settings: Settings) -> None:
         print(f"token authentication: service {settings.auth.service!r}", flush=True)
 
 
+def check_tls_settings(settings: Settings) -> None:
+    """Load the certificate and key once before the server does, or exit clearly."""
+    tls = settings.tls
+    if tls.certfile is None or tls.keyfile is None:
+        return
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(tls.certfile, tls.keyfile)
+    except (OSError, ssl.SSLError) as error:
+        print(f"registry: invalid TLS settings: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def available_cpus(
     cgroup_root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")
 ) -> int:
@@ -128,10 +142,12 @@ def serve(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     announce_generated_user(settings)
     check_access_settings(settings)
+    check_tls_settings(settings)
     configure_logging(settings)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(
-        f"registry listening on http://{host}:{settings.port} "
+        f"registry listening on {'https' if settings.tls.enabled else 'http'}://"
+        f"{host}:{settings.port} "
         f"({settings.server}, {workers} worker{'s' if workers > 1 else ''}, "
         f"data in {settings.data_dir})",
         flush=True,
@@ -182,6 +198,10 @@ def run_hypercorn(settings: Settings, host: str, workers: int) -> int:
     config.keep_alive_timeout = KEEP_ALIVE_SECONDS
     config.graceful_timeout = GRACEFUL_SECONDS
     config.h11_max_incomplete_size = settings.limits.max_header_bytes
+    if settings.tls.enabled:
+        config.certfile = str(settings.tls.certfile)
+        config.keyfile = str(settings.tls.keyfile)
+        config.alpn_protocols = ["http/1.1"]  # the upload path is tuned for HTTP/1.1 (h11)
     if workers == 1:
         from registry.process import import_first_request_modules
 
@@ -233,6 +253,8 @@ def run_granian(settings: Settings, workers: int) -> int:
             max_buffer_size=server_head_cap(settings),
         ),
         log_level=LogLevels(settings.log_level),
+        ssl_cert=settings.tls.certfile,
+        ssl_key=settings.tls.keyfile,
     ).serve()
     return 0
 
@@ -262,6 +284,8 @@ def run_uvicorn(settings: Settings, workers: int) -> int:
         log_config=None,  # configure_logging's format for uvicorn's loggers too
         log_level=settings.log_level,
         access_log=False,  # the app writes its own audit log
+        ssl_certfile=settings.tls.certfile,
+        ssl_keyfile=settings.tls.keyfile,
     )
     if workers == 1:
         import_first_request_modules()
