@@ -1,6 +1,6 @@
 """HTTPS served by the registry itself (``REGISTRY_TLS__CERTFILE`` / ``__KEYFILE``), under each
-HTTP server, with clients that check the certificate: python-dxf (which sends credentials only
-over TLS), skopeo and httpx."""
+HTTP server: python-dxf (which sends credentials only over TLS), skopeo and httpx checking the
+certificate, and docker."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import cast
@@ -25,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from dxf import DXF, DXFBase
 
-from tests.e2e.conftest import PASSWORD, ROOT, USER, Server, start_registry
+from tests.e2e.conftest import PASSWORD, ROOT, USER, Docker, Server, start_registry
 from tests.e2e.test_skopeo import make_layout, skopeo
 
 pytestmark = pytest.mark.e2e
@@ -176,6 +178,26 @@ def test_skopeo_copies_over_tls(tls_server: tuple[Server, Path], tmp_path: Path)
     )
     for blob in (tmp_path / "src/blobs/sha256").iterdir():
         assert (tmp_path / "dst/blobs/sha256" / blob.name).read_bytes() == blob.read_bytes()
+
+
+def test_docker_pushes_and_pulls_over_tls(
+    docker: Docker, tls_server: tuple[Server, Path], tmp_path: Path
+) -> None:
+    """docker (Go's TLS client, offering h2 and http/1.1) over HTTPS: it takes loopback
+    registries as insecure, so it skips checking the certificate, but still talks TLS first
+    and would fail over to plain HTTP, which this port does not speak."""
+    server, _ = tls_server
+    image = f"{server.host}/tools/docker-tls:{uuid.uuid4().hex[:8]}"
+    docker.build_image(image, tmp_path / "context", layers=2)
+    try:
+        docker.login(server.host, USER, PASSWORD)
+        pushed = docker.run("push", image).stdout
+        digest = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed)
+        assert digest, pushed
+        docker.run("rmi", image)
+        assert f"Digest: {digest[1]}" in docker.run("pull", image).stdout
+    finally:
+        docker.run("rmi", "-f", image, check=False)
 
 
 @pytest.mark.parametrize(
