@@ -12,6 +12,10 @@ reads never hold up the event loop, waiting on the event loop whenever the socke
 hypercorn has no hook for this, so ``install()`` wraps four of its methods;
 tests/test_hypercorn_sendfile.py fails if a hypercorn release changes what they rely on.
 TLS and HTTP/2 connections are left as they are (no extension is offered to their requests).
+
+With the pathsend extension comes one of ours, ``DROP_BEHIND``: a file sent with it set (a
+first read of a file not in memory) has its pages dropped from the page cache a few MiB behind
+the send, so the cache never holds more than a few MiB of it and reuses those pages at once.
 """
 
 from __future__ import annotations
@@ -30,16 +34,21 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.utils import suppress_body
 
-from registry.api.v2.blobs import PATHSEND
+from registry.api.v2.blobs import DROP_BEHIND, PATHSEND
+
+MIB = 1024 * 1024
+DROP_EVERY = 8 * MIB  # bytes sent between two drops of a first read's pages
+DROP_LAG = 8 * MIB  # pages this close behind the send stay (the socket may still hold them)
 
 
 @dataclass(frozen=True)
 class FileSlice:
     """An open file's first ``size`` bytes, travelling through hypercorn and h11 in place of a
-    body's bytes."""
+    body's bytes; ``drop_behind``: drop its pages from the page cache as they are sent."""
 
     fd: int
     size: int
+    drop_behind: bool = False
 
     def __len__(self) -> int:
         return self.size
@@ -64,13 +73,17 @@ async def send_file(writer: asyncio.StreamWriter, piece: FileSlice) -> None:
     loop = asyncio.get_running_loop()
     socket_fd = os.dup(transport.get_extra_info("socket").fileno())
     try:
-        offset, end = 0, piece.size
+        offset, end, dropped = 0, piece.size, 0
         while offset < end:
             if transport.is_closing():
                 raise ConnectionResetError("the connection closed while a file was sent")
+            drop_to = offset - DROP_LAG
+            if not piece.drop_behind or drop_to - dropped < DROP_EVERY:
+                drop_to = 0
             try:
                 left = end - offset
-                sent = await asyncio.to_thread(os.sendfile, socket_fd, piece.fd, offset, left)
+                sent = await asyncio.to_thread(_send, socket_fd, piece.fd, offset, left, drop_to)
+                dropped = max(dropped, drop_to)
             except BlockingIOError:
                 await _writable(loop, socket_fd)
                 continue
@@ -79,6 +92,19 @@ async def send_file(writer: asyncio.StreamWriter, piece: FileSlice) -> None:
             offset += sent
     finally:
         os.close(socket_fd)
+        if piece.drop_behind:  # what the socket no longer holds
+            os.posix_fadvise(piece.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def _send(socket_fd: int, fd: int, offset: int, count: int, drop_to: int) -> int:
+    """sendfile(2), after dropping the file's pages before ``drop_to`` from the page cache.
+
+    From the start each time: pages still queued on a socket were skipped the time before
+    (the kernel keeps a page something else holds), and checking dropped ones costs little.
+    """
+    if drop_to:
+        os.posix_fadvise(fd, 0, drop_to, os.POSIX_FADV_DONTNEED)
+    return os.sendfile(socket_fd, fd, offset, count)
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
@@ -118,6 +144,7 @@ def _offering_pathsend(handle: Method) -> Method:
         over_h11 = isinstance(getattr(self.send, "__self__", None), H11Protocol)
         if isinstance(event, Request) and over_h11 and self.scheme == "http" and not self.closed:
             self.scope["extensions"][PATHSEND] = {}
+            self.scope["extensions"][DROP_BEHIND] = {}
 
     return wrapper
 
@@ -136,7 +163,10 @@ def _answering_pathsend(app_send: Method) -> Method:
         try:
             size = os.fstat(fd).st_size
             if size and not suppress_body(self.scope["method"], status):
-                whole = FileSlice(fd, size)
+                drop_behind = bool(message.get(DROP_BEHIND))
+                if drop_behind:  # read from the disk: the kernel's readahead, doubled
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                whole = FileSlice(fd, size, drop_behind)
                 await self.send(Body(stream_id=self.stream_id, data=whole))  # type: ignore[arg-type]
         finally:
             os.close(fd)

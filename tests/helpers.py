@@ -90,6 +90,24 @@ def evict(path: Path) -> None:
         pytest.skip("this filesystem keeps files in memory")
 
 
+def resident_bytes(path: Path) -> int:
+    """Bytes of ``path`` in the page cache, a page at a time (read with RWF_NOWAIT, leaving
+    the file's access time as it was)."""
+    probe = bytearray(1)
+    resident = 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOATIME)
+    try:
+        for position in range(0, path.stat().st_size, mmap.PAGESIZE):
+            try:
+                os.preadv(fd, [probe], position, os.RWF_NOWAIT)
+                resident += mmap.PAGESIZE
+            except BlockingIOError:
+                pass
+    finally:
+        os.close(fd)
+    return resident
+
+
 def in_memory(path: Path) -> bool:
     """Whether every page of ``path`` is in the page cache (read with RWF_NOWAIT, leaving the
     file's access time as it was)."""

@@ -18,12 +18,13 @@ import httpx
 import pytest
 
 from config import Settings
-from registry.api.v2.blobs import PATHSEND
+from registry.api.v2.blobs import DROP_BEHIND, PATHSEND
 from registry.app import create_app
-from tests.helpers import evict, sha256
+from tests.helpers import evict, in_memory, resident_bytes, sha256
 from tests.hypercorn_in_thread import App, answer_lifespan, connect, hypercorn_serving
 
 USER, PASSWORD = "tester", "s3cret-pass"
+MIB = 1024 * 1024
 
 
 def random_file(folder: Path, size: int) -> tuple[Path, bytes]:
@@ -33,8 +34,11 @@ def random_file(folder: Path, size: int) -> tuple[Path, bytes]:
     return path, data
 
 
-def file_app(path: Path, offered: list[bool], length: bool = True) -> App:
-    """Answers every request with the file by pathsend when offered, noting whether it was."""
+def file_app(
+    path: Path, offered: list[bool], length: bool = True, drop_behind: bool = False
+) -> App:
+    """Answers every request with the file by pathsend when offered, noting whether it was;
+    ``drop_behind``: asking for its pages to be dropped behind the send."""
     content = path.read_bytes()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -45,7 +49,8 @@ def file_app(path: Path, offered: list[bool], length: bool = True) -> App:
         headers = [(b"content-length", str(len(content)).encode())] if length else []
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         if PATHSEND in scope["extensions"]:
-            await send({"type": PATHSEND, "path": str(path)})
+            dropping = {DROP_BEHIND: True} if drop_behind else {}
+            await send({"type": PATHSEND, "path": str(path), **dropping})
         else:
             await send({"type": "http.response.body", "body": content})
 
@@ -67,9 +72,12 @@ def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def read_response(sock: socket.socket, pause_after: int = 0) -> tuple[bytes, bytes]:
-    """(head, body) of one Content-Length response, reading slowly for its first bytes."""
-    received = b""
+def read_response(
+    sock: socket.socket, pause_after: int = 0, already: bytes = b""
+) -> tuple[bytes, bytes]:
+    """(head, body) of one Content-Length response, reading slowly for its first bytes;
+    ``already``: what was received of it before."""
+    received = already
     while b"\r\n\r\n" not in received:
         received += sock.recv(65536)
     head, body = received.split(b"\r\n\r\n", 1)
@@ -105,6 +113,39 @@ def test_a_file_goes_out_by_sendfile_to_a_slow_reader_and_the_connection_lives_o
     assert offered == [True, True]
     assert sum(sendfile_calls) == 2 * len(data)
     assert len(sendfile_calls) > 2  # the socket filled up: sent in several calls, in order
+
+
+def test_a_first_read_leaves_only_the_last_few_mib_in_the_page_cache(
+    tmp_path: Path, sendfile_calls: list[int]
+) -> None:
+    """Sent with ``DROP_BEHIND``, a file's pages go from the page cache a few MiB behind the
+    send (at most DROP_EVERY + DROP_LAG, what one sendfile call sends, what the sockets hold
+    and the kernel's readahead), and once it is sent all but those the socket still holds;
+    without it, every page read stays cached."""
+    path, data = random_file(tmp_path, 80 * MIB + 5)
+    offered: list[bool] = []
+    for drop_behind in (True, False):
+        evict(path)
+        with (
+            hypercorn_serving(file_app(path, offered, drop_behind=drop_behind)) as url,
+            connect(url) as sock,
+        ):
+            sock.sendall(b"GET /blob HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = b""
+            while len(received) < 64 * MIB:  # then the reader stops: the socket fills up
+                received += sock.recv(MIB)
+            time.sleep(0.3)
+            during = resident_bytes(path)
+            _, body = read_response(sock, already=received)
+            assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+        after = resident_bytes(path)
+        if drop_behind:
+            assert during <= 40 * MIB, during  # without dropping: the 64 MiB and more
+            assert after <= 16 * MIB, after
+        else:
+            assert during >= 64 * MIB and in_memory(path)
+    assert offered == [True, True]
+    assert sum(sendfile_calls) == 2 * len(data)
 
 
 def test_without_a_length_the_file_is_sent_chunked(
@@ -179,15 +220,16 @@ def test_http2_requests_are_not_offered_the_extension(tmp_path: Path) -> None:
     assert offered == [False, True]
 
 
-def test_the_registry_sends_whole_blobs_by_sendfile_once_they_are_in_memory(
+def test_the_registry_sends_whole_blobs_by_sendfile_caching_them_from_the_second_read(
     tmp_path: Path, sendfile_calls: list[int]
 ) -> None:
-    """A blob not in memory is streamed from the disk on its first pull (the store reads it
-    around the page cache); read before, it goes out by sendfile. Ranges are always streamed."""
+    """A blob not in memory goes out by sendfile on its first pull with its pages dropped
+    behind the send (it may never be pulled again); read before, it goes out by sendfile and
+    stays cached. Ranges are always streamed."""
     settings = Settings(
         data_dir=tmp_path / "data", username=USER, password=PASSWORD, _env_file=None
     )
-    data = os.urandom(5 * 1024 * 1024 + 3)
+    data = os.urandom(40 * MIB + 3)
     digest = sha256(data)
     with (
         hypercorn_serving(create_app(settings)) as url,
@@ -200,11 +242,13 @@ def test_the_registry_sends_whole_blobs_by_sendfile_once_they_are_in_memory(
         evict(stored)
         first = client.get(f"/v2/send/file/blobs/{digest}")
         assert first.status_code == 200 and first.content == data
-        assert sendfile_calls == []
+        assert sum(sendfile_calls) == len(data)
+        assert resident_bytes(stored) <= 16 * MIB  # all but the last few MiB dropped
         ranged = client.get(f"/v2/send/file/blobs/{digest}", headers={"Range": "bytes=10-19"})
         assert ranged.status_code == 206 and ranged.content == data[10:20]
-        assert sendfile_calls == []
+        assert sum(sendfile_calls) == len(data)
         again = client.get(f"/v2/send/file/blobs/{digest}")
         assert again.status_code == 200 and again.content == data
         assert again.headers["docker-content-digest"] == digest
-    assert sum(sendfile_calls) == len(data)
+        assert in_memory(stored)  # read before: kept
+    assert sum(sendfile_calls) == 2 * len(data)

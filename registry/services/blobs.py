@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from registry.oci.digest import Digest
 from registry.oci.errors import ErrorCode, RegistryError
 from registry.services import paths
-from registry.storage.driver import PathNotFound, StorageDriver, StorageError
+from registry.storage.driver import PathNotFound, SendableFile, StorageDriver, StorageError
 
 # A link used (pulled, checked before a push) is rewritten at most this often, so garbage
 # collection's grace window counts from the last use, not only from the push.
@@ -60,9 +60,9 @@ class BlobService:
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, {"digest": str(digest)})
         return BlobInfo(digest, size)
 
-    def sendable_path(self, digest: Digest) -> str | None:
+    def sendable_file(self, digest: Digest, drop_behind: bool = False) -> SendableFile | None:
         """The blob's file, for a server that sends it by path, when the store prefers that."""
-        return self.driver.sendable_path(paths.blob_data(digest))
+        return self.driver.sendable_file(paths.blob_data(digest), drop_behind)
 
     def read(
         self, digest: Digest, offset: int = 0, length: int | None = None

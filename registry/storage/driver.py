@@ -18,6 +18,16 @@ from typing import Protocol
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._:=+-]+(?:/[A-Za-z0-9._:=+-]+)*")
 
 
+@dataclass(frozen=True, slots=True)
+class SendableFile:
+    """A file on this machine that a server may send by path."""
+
+    path: str
+    keep_cached: bool = True
+    """False: drop its pages from the page cache behind the send (a first read of a file that
+    was not in memory; it need not stay there)."""
+
+
 class StorageError(Exception):
     """A backend failure (I/O error, unreachable service, invalid path)."""
 
@@ -139,9 +149,10 @@ class StorageDriver(Protocol):
         """A URL a client can fetch the file from directly, or None to stream it."""
         ...
 
-    def sendable_path(self, path: str) -> str | None:
-        """The file's path on this machine, for servers that send files by path, when that is
-        the better way to send it; None to stream it with ``read``."""
+    def sendable_file(self, path: str, drop_behind: bool = False) -> SendableFile | None:
+        """The file, for servers that send files by path, when that is the better way to send
+        it; None to stream it with ``read``. ``drop_behind``: the server can drop the pages it
+        has sent from the page cache (``SendableFile.keep_cached``)."""
         ...
 
     async def close(self) -> None:

@@ -31,6 +31,7 @@ from registry.storage.driver import (
     FileInfo,
     PathBusy,
     PathNotFound,
+    SendableFile,
     StorageError,
     check_path,
     together,
@@ -439,12 +440,15 @@ class FilesystemDriver:
         if len(self._read_before) > READ_BEFORE_KEPT:
             self._read_before.popitem(last=False)
 
-    def sendable_path(self, path: str) -> str | None:
-        """The file's path when it is in memory or was read before (sending it through the page
-        cache then costs nothing more, or earns it its place); else ``read`` streams it."""
+    def sendable_file(self, path: str, drop_behind: bool = False) -> SendableFile | None:
+        """The file when it is in memory or was read before: sending it through the page cache
+        then costs nothing more, or earns it its place. A first read of a file not in memory is
+        sent too when the server drops the pages behind what it sent (``drop_behind``): the
+        cache then holds a few MiB of it at a time, pages reused at once, so it costs less than
+        the disk read. Otherwise ``read`` streams it around the cache."""
         full = self._full(path)
         if not self.direct_io:
-            return str(full)
+            return SendableFile(str(full))
         try:
             fd = _open_unnoticed(full)
         except OSError:
@@ -452,10 +456,13 @@ class FilesystemDriver:
         try:
             status = os.fstat(fd)
             if self._was_read(full, status) or _in_page_cache(fd, 0, status.st_size):
-                return str(full)
-            return None
+                return SendableFile(str(full))
         finally:
             os.close(fd)
+        if not drop_behind:
+            return None
+        self._note_read(full)
+        return SendableFile(str(full), keep_cached=False)
 
     def _open_writer(self, full: Path, offset: int) -> FilesystemWriter:
         if offset == 0:

@@ -40,6 +40,7 @@ from registry.storage.driver import (
     FileInfo,
     PathBusy,
     PathNotFound,
+    SendableFile,
     StorageError,
     check_path,
     together,
@@ -566,7 +567,7 @@ class S3Driver:
             )
         return url
 
-    def sendable_path(self, path: str) -> str | None:
+    def sendable_file(self, path: str, drop_behind: bool = False) -> SendableFile | None:
         return None
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.storage.driver import PathBusy, StorageError
+from registry.storage.driver import PathBusy, SendableFile, StorageError
 from registry.storage.filesystem import (
     DIRECT_ALIGN,
     DIRECT_BUFFER,
@@ -33,7 +33,7 @@ async def test_files_live_under_root_and_no_temporaries_remain(tmp_path: Path) -
     await driver.put_content("x/y/z", b"data")
     assert (tmp_path / "x/y/z").read_bytes() == b"data"
     assert [p.name for p in (tmp_path / "x/y").iterdir()] == ["z"]
-    assert driver.sendable_path("x/y/z") == str(tmp_path / "x/y/z")  # just written: in memory
+    assert driver.sendable_file("x/y/z") == SendableFile(str(tmp_path / "x/y/z"))  # in memory
 
 
 async def test_a_small_directory_is_listed_at_once_and_a_large_one_in_a_thread(
@@ -242,16 +242,33 @@ async def test_a_file_not_in_memory_is_read_around_the_cache_once_then_through_i
     data = os.urandom(2 * DIRECT_READ + 5000)
     await driver.put_content("blob", data)
     evict(tmp_path / "blob")
-    assert driver.sendable_path("blob") is None  # a server would read it through the cache
+    assert driver.sendable_file("blob") is None  # a server would read it through the cache
 
     assert await read_all(driver, "blob") == data
     assert not in_memory(tmp_path / "blob")  # read from disk, the cache left as it was
-    assert driver.sendable_path("blob") == str(tmp_path / "blob")  # read before: cache it now
+    kept = SendableFile(str(tmp_path / "blob"))
+    assert driver.sendable_file("blob") == kept  # read before: cache it now
     # another process (worker) knows it too: the read set the file's access time
-    assert FilesystemDriver(tmp_path).sendable_path("blob") == str(tmp_path / "blob")
+    assert FilesystemDriver(tmp_path).sendable_file("blob") == kept
     assert await read_all(driver, "blob") == data
     assert in_memory(tmp_path / "blob")
     assert await read_all(driver, "blob") == data
+
+
+async def test_a_first_read_is_sendable_by_a_server_that_drops_the_pages_behind(
+    tmp_path: Path,
+) -> None:
+    driver = FilesystemDriver(tmp_path)
+    await driver.put_content("blob", os.urandom(3 * DIRECT_READ))
+    evict(tmp_path / "blob")
+    first = driver.sendable_file("blob", drop_behind=True)
+    assert first == SendableFile(str(tmp_path / "blob"), keep_cached=False)
+    # that counts as its first read: the next one keeps it cached
+    assert driver.sendable_file("blob", drop_behind=True) == SendableFile(str(tmp_path / "blob"))
+    assert not in_memory(tmp_path / "blob")  # deciding read nothing
+    assert FilesystemDriver(tmp_path, direct_io=False).sendable_file("blob", True) == (
+        SendableFile(str(tmp_path / "blob"))  # without O_DIRECT: always through the cache
+    )
 
 
 @pytest.mark.parametrize(

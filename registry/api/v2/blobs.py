@@ -10,24 +10,31 @@ from starlette.types import Receive, Scope, Send
 
 from registry.api.deps import Authorized, DigestParam, Metrics, RepoName, Services
 from registry.oci.errors import ErrorCode, RegistryError
+from registry.storage.driver import SendableFile
 
 router = APIRouter(dependencies=[Authorized])
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 PATHSEND = "http.response.pathsend"
+DROP_BEHIND = "registry.pathsend.drop_behind"
+"""An extension of ours: the server drops a sent file's pages from the page cache behind the
+send when the pathsend message has this key set (registry/hypercorn_sendfile.py)."""
 
 
 class PathSendResponse(Response):
     """A whole file the server sends itself (ASGI ``pathsend``): granian reads it outside
     Python, hypercorn hands it to sendfile(2) (registry/hypercorn_sendfile.py)."""
 
-    def __init__(self, path: str, headers: dict[str, str]) -> None:
+    def __init__(self, file: SendableFile, headers: dict[str, str]) -> None:
         super().__init__(headers=headers, media_type="application/octet-stream")
-        self.path = path
+        self.file = file
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = {"type": "http.response.start", "status": self.status_code}
         await send({**start, "headers": self.raw_headers})
-        await send({"type": PATHSEND, "path": self.path})
+        message: dict[str, object] = {"type": PATHSEND, "path": self.file.path}
+        if not self.file.keep_cached:
+            message[DROP_BEHIND] = True
+        await send(message)
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -85,13 +92,14 @@ async def get_blob(
         return RedirectResponse(
             url, status_code=307, headers={"Docker-Content-Digest": str(digest)}
         )
+    extensions = request.scope.get("extensions") or {}
     if (
         span is None
-        and PATHSEND in (request.scope.get("extensions") or {})
-        and (path := services.blobs.sendable_path(digest))
+        and PATHSEND in extensions
+        and (file := services.blobs.sendable_file(digest, DROP_BEHIND in extensions))
     ):
         metrics.bytes_sent.inc(length)
-        return PathSendResponse(path, headers)
+        return PathSendResponse(file, headers)
     body = metrics.sent(services.blobs.read(digest, first, length))
     return StreamingResponse(body, status, headers, media_type="application/octet-stream")
 
