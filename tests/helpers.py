@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import mmap
@@ -90,34 +91,46 @@ def evict(path: Path) -> None:
         pytest.skip("this filesystem keeps files in memory")
 
 
-def resident_bytes(path: Path) -> int:
-    """Bytes of ``path`` in the page cache, a page at a time (read with RWF_NOWAIT, leaving
-    the file's access time as it was)."""
-    probe = bytearray(1)
-    resident = 0
+def resident_pages(path: Path) -> list[bool]:
+    """Which pages of ``path`` are in the page cache, by mincore(2) over a mapping of it: a
+    look that reads nothing (a read that may not wait, RWF_NOWAIT, starts the readahead of
+    what it misses, so probing every page that way reads the file in)."""
+    size = path.stat().st_size
+    if not size:
+        return []
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     fd = os.open(path, os.O_RDONLY | os.O_NOATIME)
     try:
-        for position in range(0, path.stat().st_size, mmap.PAGESIZE):
-            try:
-                os.preadv(fd, [probe], position, os.RWF_NOWAIT)
-                resident += mmap.PAGESIZE
-            except BlockingIOError:
-                pass
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap")
+        try:
+            pages = ctypes.create_string_buffer((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE)
+            if libc.mincore(address, size, pages) != 0:
+                raise OSError(ctypes.get_errno(), "mincore")
+            return [bool(flag & 1) for flag in pages.raw]
+        finally:
+            libc.munmap(address, size)
     finally:
         os.close(fd)
-    return resident
+
+
+def resident_bytes(path: Path) -> int:
+    """Bytes of ``path`` in the page cache (its access time left as it was)."""
+    return sum(resident_pages(path)) * mmap.PAGESIZE
 
 
 def in_memory(path: Path) -> bool:
-    """Whether every page of ``path`` is in the page cache (read with RWF_NOWAIT, leaving the
-    file's access time as it was)."""
-    probe = bytearray(1)
-    fd = os.open(path, os.O_RDONLY | os.O_NOATIME)
-    try:
-        for position in range(0, path.stat().st_size, mmap.PAGESIZE):
-            os.preadv(fd, [probe], position, os.RWF_NOWAIT)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
+    """Whether every page of ``path`` is in the page cache."""
+    return all(resident_pages(path))
