@@ -22,6 +22,10 @@ import pytest
 from h11._readers import ChunkedReader
 
 from registry.hypercorn_request_body import (
+    GATHER,
+    GATHER_AFTER,
+    GATHER_TICK,
+    Gathering,
     PieceReader,
     _h11_readers_known,
     take_chunked_body,
@@ -180,7 +184,7 @@ def digest_app(seen: list[dict[str, Any]]) -> App:
         if scope["type"] == "lifespan":
             await answer_lifespan(receive, send)
             return
-        hasher, size, messages = hashlib.sha256(), 0, 0
+        hasher, size, sizes = hashlib.sha256(), 0, []
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -188,11 +192,12 @@ def digest_app(seen: list[dict[str, Any]]) -> App:
                 return
             assert isinstance(message["body"], bytes)
             hasher.update(message["body"])
-            size, messages = size + len(message["body"]), messages + 1
+            size = size + len(message["body"])
+            sizes.append(len(message["body"]))
             if not message.get("more_body"):
                 break
         answer = {"path": scope["path"], "sha256": hasher.hexdigest(), "size": size}
-        seen.append({**answer, "messages": messages})
+        seen.append({**answer, "messages": len(sizes), "sizes": sizes})
         content = json.dumps(answer).encode()
         headers = [(b"content-length", str(len(content)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -340,6 +345,117 @@ def test_a_client_gone_in_the_middle_of_a_body_is_a_disconnect_and_the_server_se
         sock.sendall(sized_head(3) + b"abc")
         [(status, answer)] = read_answers(sock, 1)
     assert (status, answer["size"]) == (200, 3)
+
+
+def paced(sock: socket.socket, pieces: list[bytes], seconds: float) -> None:
+    """Each piece in a segment of its own, ``seconds`` apart (a client slower than the server)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for piece in pieces:
+        sock.sendall(piece)
+        time.sleep(seconds)
+
+
+def split_like_docker(encoded: bytes) -> list[bytes]:
+    """A chunked body cut as Go's HTTP client writes it: 4 KiB, then the rest of each chunk."""
+    pieces, at = [], 0
+    while at < len(encoded):
+        pieces += [encoded[at : at + 4096], encoded[at + 4096 : at + 32774]]
+        at += 32774  # a chunk: "8000" CRLF, 32 KiB, CRLF
+    return [piece for piece in pieces if piece]
+
+
+@pytest.mark.parametrize("framing", ["sized", "chunked"])
+def test_a_large_body_written_in_small_pieces_reaches_the_app_in_gathered_ones(
+    server: tuple[str, list[dict[str, Any]]], framing: str
+) -> None:
+    url, seen = server
+    body = os.urandom(GATHER_AFTER + 3 * 1024 * 1024 + 5)
+    if framing == "sized":
+        head, pieces = sized_head(len(body)), cuts(body, len(body) // 16384, random.Random(5))
+    else:
+        head, pieces = CHUNKED_HEAD, split_like_docker(chunked(body, [32768]))
+    with connect(url) as sock:
+        sock.sendall(head)
+        paced(sock, pieces, 0.0005)
+        [(status, answer)] = read_answers(sock, 1)  # the end is read: no wait for more bytes
+    assert (status, answer["size"]) == (200, len(body))
+    assert answer["sha256"] == hashlib.sha256(body).hexdigest()
+    sizes = seen[0]["sizes"]
+    after = sizes[next(i for i in range(len(sizes)) if sum(sizes[: i + 1]) >= GATHER_AFTER) + 1 :]
+    written = 3 * 1024 * 1024 // (16384 if framing == "sized" else 16387)
+    assert len(after) < written / 4  # pieces of ~16 KiB written, read 64 KiB and more at a time
+    assert max(after) > GATHER // 2
+
+
+def test_a_client_that_pauses_gets_its_bytes_read_without_waiting_for_a_gather(
+    server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, seen = server
+    first, tail = os.urandom(GATHER_AFTER + 300_000), [os.urandom(1000) for _ in range(20)]
+    with connect(url) as sock:
+        sock.sendall(sized_head(len(first) + 20_000) + first)
+        paced(sock, tail, 4 * GATHER_TICK)  # 20 kB owed: not gathered whole, one by one
+        [(status, answer)] = read_answers(sock, 1)
+    assert (status, answer["size"]) == (200, len(first) + 20_000)
+    assert seen[0]["sizes"].count(1000) >= 15
+
+
+class SocketTransport(asyncio.Transport):
+    """A transport that only offers its socket, as hypercorn's does to ``Gathering``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"socket": self.sock}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_gathering_sets_the_socket_s_low_mark_by_what_the_body_owes_and_drops_it() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+
+    def low_mark() -> int:
+        return server.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+
+    async def run() -> list[int]:
+        gathering = Gathering(SocketTransport(server))
+        request, marks = object(), []
+        gathering.taken(request, GATHER_AFTER - 1, None)
+        marks.append(low_mark())  # a small body so far: every byte wakes the loop
+        gathering.taken(request, 1, None)
+        marks.append(low_mark())  # large, of unknown length
+        gathering.taken(request, 100, 5000)
+        marks.append(low_mark())  # never more than the body owes
+        gathering.taken(request, 100, 0)
+        marks.append(low_mark())  # over
+        gathering.taken(object(), 100, None)
+        marks.append(low_mark())  # another request: counted from its first byte
+        gathering.taken(request, GATHER_AFTER, None)
+        client.sendall(b"x" * 1000)  # and then no more
+        await asyncio.sleep(GATHER_TICK / 2)
+        marks.append(low_mark())
+        await asyncio.sleep(GATHER_TICK * 4)
+        marks.append(low_mark())  # no new bytes for a tick: what is held is handed over
+        server.settimeout(5)  # (under the mark, a read would wait for it)
+        assert len(server.recv(4096)) == 1000
+        gathering.taken(request, 1000, None)
+        await asyncio.sleep(GATHER_TICK * 4)
+        marks.append(low_mark())  # nothing held: nothing to hand over, the mark stays
+        gathering.stop()
+        marks.append(low_mark())
+        return marks
+
+    try:
+        marks = asyncio.run(run())
+    finally:
+        for sock in (client, server, listener):
+            sock.close()
+    assert marks == [1, GATHER, 5000, 1, 1, GATHER, 1, GATHER, 1]
 
 
 # -- the connection's reader -------------------------------------------------------------------
