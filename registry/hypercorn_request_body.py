@@ -54,10 +54,6 @@ CHUNK_SIZE_LINE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 LONGEST_SIZE_LINE = 18  # sixteen hex digits and CRLF
 
-UNCUT = 256 * 1024
-"""A piece the event loop read (uvloop reads up to 250 kB at once) goes on whole: hypercorn
-asks for 64 KiB at most, which cut a fast upload into four times the messages."""
-
 GATHER_AFTER = 1024 * 1024
 """Body bytes a request delivers before its reads are gathered: small bodies never wait."""
 GATHER = 192 * 1024
@@ -97,8 +93,6 @@ class PieceReader(asyncio.StreamReader):
     # this class's: the pieces not read yet, and their bytes
     _pieces: deque[bytes]
     _held: int
-    uncut = 0
-    """Pieces up to this size are handed on whole, whatever ``read`` asks for."""
 
     @classmethod
     def adopt(cls, reader: asyncio.StreamReader) -> None:
@@ -145,7 +139,6 @@ class PieceReader(asyncio.StreamReader):
         if not self._pieces:
             return b""
         piece = self._pieces.popleft()
-        n = max(n, self.uncut)
         if len(piece) > n:
             self._pieces.appendleft(piece[n:])
             piece = piece[:n]
@@ -249,7 +242,6 @@ def _reading_pieces(init: Callable[..., None]) -> Callable[..., None]:
     def wrapper(self: TCPServer, *args: Any) -> None:
         init(self, *args)
         PieceReader.adopt(self.reader)
-        self.reader.uncut = UNCUT  # type: ignore[attr-defined]
 
     return wrapper
 

@@ -17,6 +17,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from registry import hypercorn_request_body, hypercorn_sendfile
+from registry.__main__ import read_sockets_in_larger_pieces
 from tests.e2e.conftest import free_port
 
 App = Callable[..., Any]
@@ -27,6 +28,7 @@ def hypercorn_serving(app: App) -> Iterator[str]:
     """hypercorn patched as the registry patches it, on uvloop in a thread; its base URL."""
     hypercorn_request_body.install()
     hypercorn_sendfile.install()
+    read_sockets_in_larger_pieces()
     port = free_port()
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
