@@ -257,12 +257,13 @@ def docker_case(
             try:
                 print(f"docker rep {rep + 1}/{reps}: {server.name}", flush=True)
                 with PssSampler(server.pid) as pss:  # three layers at a time: concurrent uploads
-                    push, pull, push_cpu = docker.push_pull(
+                    push, pull, push_cpu, dockerd_cpu = docker.push_pull(
                         server, saved, "bench-image:5x100", partial(cpu_seconds, server.pid)
                     )
                 sample = samples[server.name]
                 sample["docker_push_s"].append(push)
                 sample["docker_push_server_cpu_s"].append(push_cpu)
+                sample["docker_push_dockerd_cpu_s"].append(dockerd_cpu)
                 sample["docker_pull_s"].append(pull)
                 record_rss(sample, "rss_docker_push_pull", server, pss)
             finally:

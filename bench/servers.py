@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,20 +138,20 @@ def start_distribution(workdir: Path, auth: bool = True, storage: str | None = N
     return Server("distribution", process, port, data)
 
 
+def _all_stats() -> Iterator[tuple[int, str]]:
+    """(pid, text of /proc/<pid>/stat) for every process still running."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # exited meanwhile
+                with open(f"/proc/{entry.name}/stat") as file:
+                    text = file.read()
+                yield int(entry.name), text
+
+
 def process_group(pgid: int) -> list[int]:
     """The processes of a server: its own and its workers (started in their own group)."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as file:
-                fields = file.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # the fields after "(comm)": state, ppid, pgrp, ...
-            members.append(int(entry.name))
-    return members
+    # the fields after "(comm)": state, ppid, pgrp, ...
+    return [pid for pid, text in _all_stats() if int(text.rsplit(")", 1)[1].split()[2]) == pgid]
 
 
 def peak_rss_reset(pgid: int) -> None:
@@ -185,8 +185,17 @@ def peak_rss(pgid: int) -> int:
 
 def cpu_seconds(pgid: int) -> float:
     """User and system CPU seconds used so far by a server's processes."""
+    return _cpu_seconds(_proc_files(pgid, "stat"))
+
+
+def dockerd_cpu_seconds() -> float:
+    """User and system CPU seconds used so far by dockerd (0 if it is not on this machine)."""
+    return _cpu_seconds(text for _, text in _all_stats() if text.split(" ", 2)[1] == "(dockerd)")
+
+
+def _cpu_seconds(stats: Iterable[str]) -> float:
     ticks = 0
-    for text in _proc_files(pgid, "stat"):
+    for text in stats:
         fields = text.rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
