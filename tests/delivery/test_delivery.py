@@ -65,14 +65,12 @@ def test_push_and_pull_through_nginx(stack: Stack, docker: Docker, tmp_path: Pat
     docker.build_image(image, tmp_path / "context", layers=3)
     try:
         docker.login(stack.host, USER, PASSWORD)
-        pushed = docker.run("push", image).stdout
-        digest = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed)
-        assert digest, pushed
+        digest, pushed = docker.push(image)
         assert pushed.count("Pushed") == 3
         docker.run("rmi", image)
         pulled = docker.run("pull", image).stdout
-        assert f"Digest: {digest[1]}" in pulled
-        assert digest[1] in docker.repo_digests(image)
+        assert f"Digest: {digest}" in pulled
+        assert digest in docker.repo_digests(image)
     finally:
         docker.run("rmi", "-f", image, check=False)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -203,6 +204,13 @@ class Docker:
             lines.append(f"COPY layer{i}.bin /layer{i}.bin")
         (context / "Dockerfile").write_text("\n".join(lines) + "\n")
         self.run("build", "-q", "-t", tag, str(context))
+
+    def push(self, image: str) -> tuple[str, str]:
+        """``docker push``: the digest it reports (asserted present) and its output."""
+        output = self.run("push", image).stdout
+        match = re.search(r"digest: (sha256:[0-9a-f]{64})", output)
+        assert match, output
+        return match[1], output
 
     def repo_digests(self, image: str) -> str:
         return self.run("image", "inspect", "--format", "{{json .RepoDigests}}", image).stdout

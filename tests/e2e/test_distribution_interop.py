@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from pathlib import Path
 
@@ -12,12 +11,6 @@ import pytest
 from tests.e2e.conftest import PASSWORD, USER, Docker, start_distribution, start_registry
 
 pytestmark = pytest.mark.e2e
-
-
-def pushed_digest(output: str) -> str:
-    match = re.search(r"digest: (sha256:[0-9a-f]{64})", output)
-    assert match, output
-    return match[1]
 
 
 def test_distribution_writes_we_serve_then_we_write_it_serves(
@@ -31,7 +24,7 @@ def test_distribution_writes_we_serve_then_we_write_it_serves(
     first = f"{distribution.host}/interop/from-distribution:{suffix}"
     docker.build_image(first, tmp_path / "ctx1", layers=2)
     try:
-        digest_one = pushed_digest(docker.run("push", first).stdout)
+        digest_one, _ = docker.push(first)
     finally:
         distribution.stop()
         docker.run("rmi", "-f", first, check=False)
@@ -49,7 +42,7 @@ def test_distribution_writes_we_serve_then_we_write_it_serves(
 
         second = f"{ours.host}/interop/from-ours:{suffix}"
         docker.build_image(second, tmp_path / "ctx2", layers=2)
-        digest_two = pushed_digest(docker.run("push", second).stdout)
+        digest_two, _ = docker.push(second)
         docker.run("rmi", "-f", second, check=False)
     finally:
         ours.stop()

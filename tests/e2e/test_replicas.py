@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import itertools
 import os
-import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -176,13 +175,11 @@ def test_docker_through_a_round_robin_proxy(
     try:
         docker.build_image(image, tmp_path / "context", layers=3)
         docker.login(proxy.host, USER, PASSWORD)
-        pushed = docker.run("push", image).stdout
-        digest = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed)
-        assert digest, pushed
+        digest, _ = docker.push(image)
         uploads = [i for method, path, i in proxy.served if method in ("PATCH", "PUT")]
         assert set(uploads) == {0, 1}, proxy.served
         docker.run("rmi", image)
-        assert f"Digest: {digest[1]}" in docker.run("pull", image).stdout
+        assert f"Digest: {digest}" in docker.run("pull", image).stdout
         assert {i for method, _, i in proxy.served if method == "GET"} == {0, 1}
     finally:
         docker.run("rmi", "-f", image, check=False)
@@ -216,19 +213,17 @@ def test_registry2_and_we_share_a_bucket_both_ways(
     back = f"{distribution.host}/interop/from-ours:{suffix}"
     try:
         docker.build_image(first, tmp_path / "ctx1", layers=2)
-        digest_one = re.search(r"digest: (sha256:\w+)", docker.run("push", first).stdout)
-        assert digest_one
+        digest_one, _ = docker.push(first)
         docker.login(ours.host, USER, PASSWORD)
-        assert f"Digest: {digest_one[1]}" in docker.run("pull", mirrored).stdout
+        assert f"Digest: {digest_one}" in docker.run("pull", mirrored).stdout
         tags = httpx.get(
             f"{ours.url}/v2/interop/from-distribution/tags/list", auth=(USER, PASSWORD)
         )
         assert tags.json()["tags"] == [suffix]
 
         docker.build_image(second, tmp_path / "ctx2", layers=2)
-        digest_two = re.search(r"digest: (sha256:\w+)", docker.run("push", second).stdout)
-        assert digest_two
-        assert f"Digest: {digest_two[1]}" in docker.run("pull", back).stdout
+        digest_two, _ = docker.push(second)
+        assert f"Digest: {digest_two}" in docker.run("pull", back).stdout
         catalog = httpx.get(f"{distribution.url}/v2/_catalog").json()["repositories"]
         assert {"interop/from-distribution", "interop/from-ours"} <= set(catalog)
     finally:

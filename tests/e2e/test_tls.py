@@ -9,7 +9,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import re
 import ssl
 import subprocess
 import sys
@@ -191,11 +190,9 @@ def test_docker_pushes_and_pulls_over_tls(
     docker.build_image(image, tmp_path / "context", layers=2)
     try:
         docker.login(server.host, USER, PASSWORD)
-        pushed = docker.run("push", image).stdout
-        digest = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed)
-        assert digest, pushed
+        digest, _ = docker.push(image)
         docker.run("rmi", image)
-        assert f"Digest: {digest[1]}" in docker.run("pull", image).stdout
+        assert f"Digest: {digest}" in docker.run("pull", image).stdout
     finally:
         docker.run("rmi", "-f", image, check=False)
 
