@@ -134,3 +134,15 @@ def resident_bytes(path: Path) -> int:
 def in_memory(path: Path) -> bool:
     """Whether every page of ``path`` is in the page cache."""
     return all(resident_pages(path))
+
+
+RECLAIMED_ON_ITS_OWN = 1024 * 1024
+"""Bytes of a file just read that these VMs may page out on their own: their kernels run a
+DAMON ``pageout`` scheme, seen taking up to 18 pages of a file read a moment before."""
+
+
+def kept_in_memory(path: Path) -> bool:
+    """Whether ``path`` stays in the page cache: every page, but for what the machine's own
+    proactive reclaim (``RECLAIMED_ON_ITS_OWN``) may have taken since."""
+    pages = resident_pages(path)
+    return (len(pages) - sum(pages)) * mmap.PAGESIZE <= RECLAIMED_ON_ITS_OWN

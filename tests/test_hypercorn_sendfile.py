@@ -20,7 +20,7 @@ import pytest
 from config import Settings
 from registry.api.v2.blobs import DROP_BEHIND, PATHSEND
 from registry.app import create_app
-from tests.helpers import evict, in_memory, resident_bytes, sha256
+from tests.helpers import evict, kept_in_memory, resident_bytes, sha256
 from tests.hypercorn_in_thread import App, answer_lifespan, connect, hypercorn_serving
 
 USER, PASSWORD = "tester", "s3cret-pass"
@@ -145,7 +145,7 @@ def test_a_first_read_leaves_only_the_last_few_mib_in_the_page_cache(
             assert during <= 40 * MIB, during  # without dropping: the 64 MiB and more
             assert after <= 16 * MIB, after
         else:
-            assert during >= 64 * MIB and in_memory(path)
+            assert during >= 64 * MIB and kept_in_memory(path)
     assert offered == [True, True]
     assert sum(sendfile_calls) == 2 * len(data)
 
@@ -252,5 +252,5 @@ def test_the_registry_sends_whole_blobs_by_sendfile_caching_them_from_the_second
         again = client.get(f"/v2/send/file/blobs/{digest}")
         assert again.status_code == 200 and again.content == data
         assert again.headers["docker-content-digest"] == digest
-        assert in_memory(stored)  # read before: kept
+        assert kept_in_memory(stored)  # read before: kept
     assert sum(sendfile_calls) == 2 * len(data)
