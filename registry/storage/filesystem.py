@@ -541,8 +541,14 @@ class FilesystemDriver:
         await self._run(source, lambda: self._move(full_source, full_destination))
 
     def _delete(self, full: Path) -> None:
+        """A directory is first renamed out of reach (a hidden temporary beside it), then
+        removed: a write racing the delete (a push linking a blob again as garbage collection
+        removes the link) lands either before, and goes with it, or after, in a directory
+        made again; never into one being emptied, which ``rmdir`` would refuse."""
         if full.is_dir() and not full.is_symlink():
-            shutil.rmtree(full)
+            doomed = full.with_name(f".{full.name}.{os.urandom(6).hex()}.deleted.tmp")
+            os.rename(full, doomed)
+            shutil.rmtree(doomed)
         else:
             full.unlink()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.services import walk
 from registry.storage.driver import PathBusy, SendableFile, StorageError
 from registry.storage.filesystem import (
     DIRECT_ALIGN,
@@ -198,6 +199,27 @@ async def test_a_directory_deleted_right_after_a_write_is_not_an_error(
     monkeypatch.setattr(os, "replace", replace_then_lose_the_folder)
     await driver.move("repo/_uploads/u/data", "blobs/ab/abc/data")
     assert not (tmp_path / "blobs/ab/abc").exists()
+
+
+async def test_a_directory_deleted_as_a_write_lands_in_it_goes_whole_or_holds_the_write(
+    tmp_path: Path,
+) -> None:
+    """Garbage collection removes a link directory just as a push links the blob again: the
+    delete never fails on a directory refilled under it (``rmdir``: not empty), the write
+    never fails, and the old link never survives. Bounded: 300 races in threads."""
+    driver = FilesystemDriver(tmp_path)
+    link, folder = "repo/_layers/sha256/abc/link", tmp_path / "repo/_layers/sha256"
+    for _ in range(300):
+        await driver.put_content(link, b"old")
+        deleted, written = await asyncio.gather(
+            walk.delete_quietly(driver, "repo/_layers/sha256/abc"),
+            driver.put_content(link, b"new"),
+        )
+        assert deleted and written is None
+        left = sorted(path.name for path in folder.iterdir())
+        assert left in ([], ["abc"])  # nothing half-deleted or hidden is left beside it
+        if left:
+            assert (folder / "abc/link").read_bytes() == b"new"
 
 
 async def test_cancel_during_a_commit_waits_for_it(
