@@ -2,6 +2,8 @@
 
 Whole-file writes go to a temporary file in the same directory, are fsynced, renamed into
 place and the directory fsynced, so a crash leaves the old file or the new one, never a mix.
+A directory is deleted by renaming it into the root's trash, then removing it there, so a
+write racing the delete never meets a half-emptied directory.
 Blocking calls run in worker threads so the event loop never waits on the disk, except
 ``stat`` and small-file reads, which cost less than the hop to a thread.
 
@@ -17,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import fcntl
 import mmap
 import os
 import shutil
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -46,6 +50,8 @@ READ_BEFORE_KEPT = 4096  # files this process remembers reading (for ``noatime``
 DIRECT_ALIGN = 4096  # O_DIRECT offsets and lengths are multiples of this
 DIRECT_BUFFER = 8 * 1024 * 1024
 SMALL_DIRECTORY = 16 * 1024  # a directory's st_size up to which it is listed in the event loop
+TRASH = ".deleting.tmp"  # under the root: directories being removed (hidden, as a temporary)
+TRASH_STALE = 3600.0  # seconds untouched after which an entry there was left by a crash
 
 
 def lock_name(name: str) -> str:
@@ -541,16 +547,34 @@ class FilesystemDriver:
         await self._run(source, lambda: self._move(full_source, full_destination))
 
     def _delete(self, full: Path) -> None:
-        """A directory is first renamed out of reach (a hidden temporary beside it), then
-        removed: a write racing the delete (a push linking a blob again as garbage collection
-        removes the link) lands either before, and goes with it, or after, in a directory
-        made again; never into one being emptied, which ``rmdir`` would refuse."""
         if full.is_dir() and not full.is_symlink():
-            doomed = full.with_name(f".{full.name}.{os.urandom(6).hex()}.deleted.tmp")
-            os.rename(full, doomed)
-            shutil.rmtree(doomed)
+            self._remove_directory(full)
         else:
             full.unlink()
+
+    def _remove_directory(self, full: Path) -> None:
+        """Rename ``full`` into the root's ``TRASH``, then remove it there: a write racing
+        the delete (a push linking a blob again as garbage collection removes the link) lands
+        either before, and goes with it, or after, in a directory made again; never into one
+        being emptied, which ``rmdir`` would refuse. What a crash left in the trash goes at a
+        later delete, once ``TRASH_STALE``."""
+        trash = self.root / TRASH
+        trash.mkdir(exist_ok=True)
+        doomed = trash / os.urandom(8).hex()
+        try:
+            os.rename(full, doomed)
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+            shutil.rmtree(full)  # another filesystem mounted under the root: removed in place
+            return
+        shutil.rmtree(doomed)
+        cutoff = time.time() - TRASH_STALE
+        with os.scandir(trash) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat(follow_symlinks=False).st_ctime < cutoff:
+                        shutil.rmtree(entry.path, ignore_errors=True)
 
     async def delete(self, path: str) -> None:
         full = self._full(path)

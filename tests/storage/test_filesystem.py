@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import mmap
 import os
@@ -22,6 +23,7 @@ from registry.storage.filesystem import (
     DIRECT_BUFFER,
     DIRECT_READ,
     SMALL_DIRECTORY,
+    TRASH,
     FilesystemDriver,
 )
 from tests.helpers import evict, in_memory, kept_in_memory
@@ -220,6 +222,46 @@ async def test_a_directory_deleted_as_a_write_lands_in_it_goes_whole_or_holds_th
         assert left in ([], ["abc"])  # nothing half-deleted or hidden is left beside it
         if left:
             assert (folder / "abc/link").read_bytes() == b"new"
+    assert list((tmp_path / TRASH).iterdir()) == []
+
+
+async def test_what_a_crash_left_in_the_trash_goes_once_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory renamed into the trash by a process that died before removing it is
+    removed by a later delete once untouched for ``TRASH_STALE``; one in the middle of
+    another process's delete is left alone."""
+    from registry.storage import filesystem
+
+    driver = FilesystemDriver(tmp_path)
+    left = tmp_path / TRASH / "left-by-a-crash"
+    left.mkdir(parents=True)
+    (left / "data").write_bytes(b"a big blob")
+    for name in ("a", "b"):
+        await driver.put_content(f"blobs/{name}/data", b"x")
+    await driver.delete("blobs/a")
+    assert left.exists() and not (tmp_path / "blobs/a").exists()  # fresh: maybe in flight
+    monkeypatch.setattr(filesystem, "TRASH_STALE", -1.0)
+    await driver.delete("blobs/b")
+    assert list((tmp_path / TRASH).iterdir()) == []
+
+
+async def test_a_directory_on_another_filesystem_is_removed_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = FilesystemDriver(tmp_path)
+    await driver.put_content("mounted/blob/data", b"x")
+    rename = os.rename
+
+    def across_filesystems(source: str | Path, destination: str | Path) -> None:
+        if Path(destination).parent.name == TRASH:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", across_filesystems)
+    await driver.delete("mounted/blob")
+    assert not (tmp_path / "mounted/blob").exists()
+    assert (tmp_path / "mounted").exists()
 
 
 async def test_cancel_during_a_commit_waits_for_it(
