@@ -134,6 +134,7 @@ def run_rep(
         # new content for each push, read into the page cache (the pull cases drop it)
         digest = fresh_content(blob)  # the pulls below fetch this one
         peak_rss_reset(server.pid)
+        cases.quiet_disk()
         with PssSampler(server.pid) as pss:
             timed(
                 sample,
@@ -143,6 +144,7 @@ def run_rep(
             )
         record_rss(sample, "rss_push", server, pss)
         chunked = fresh_content(blob)
+        cases.quiet_disk()
         timed(
             sample,
             "push_chunked_16MiB_GBps",
@@ -216,7 +218,7 @@ def small_requests(
 def drop_caches() -> bool:
     """Empty the page cache (needs root); False where that is not allowed."""
     try:
-        subprocess.run(["sync"], check=True)
+        cases.quiet_disk()
         with open("/proc/sys/vm/drop_caches", "w") as file:
             file.write("3")
         return True
