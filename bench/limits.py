@@ -20,8 +20,14 @@ def sha256_throughput(total: int = 1024 * MIB) -> float:
     return total / (time.perf_counter() - start)
 
 
-def write_throughput(folder: str, total: int = 1024 * MIB, direct: bool = False) -> float:
-    """Sequential write of a new file, fsynced, bytes/s (page cache or O_DIRECT)."""
+def write_throughput(
+    folder: str, total: int = 1024 * MIB, direct: bool = False, fsync_every: int = 0
+) -> float:
+    """Sequential write of a new file, fsynced, bytes/s (page cache or O_DIRECT).
+
+    With ``fsync_every``, also fsynced after each such run of bytes, as a chunked push must
+    before it answers each ``PATCH``: the most a durable chunked push can reach on this disk.
+    """
     path = os.path.join(folder, f".bench-write-{os.getpid()}")
     buffer = mmap.mmap(-1, 4 * MIB)  # page-aligned, as O_DIRECT needs
     buffer.write(os.urandom(4 * MIB))
@@ -29,8 +35,10 @@ def write_throughput(folder: str, total: int = 1024 * MIB, direct: bool = False)
     start = time.perf_counter()
     fd = os.open(path, flags, 0o644)
     try:
-        for _ in range(total // (4 * MIB)):
+        for block in range(1, total // (4 * MIB) + 1):
             os.write(fd, buffer)
+            if fsync_every and block * 4 * MIB % fsync_every == 0:
+                os.fsync(fd)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -61,5 +69,8 @@ def measure(folder: str) -> dict[str, float]:
         "sha256_single_core": sha256_throughput(),
         "disk_write_page_cache_fsync": write_throughput(folder),
         "disk_write_o_direct_fsync": write_throughput(folder, direct=True),
+        "disk_write_o_direct_fsync_every_16MiB": write_throughput(
+            folder, direct=True, fsync_every=16 * MIB
+        ),
         "disk_read_page_cache": read_throughput(folder),
     }
