@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import mmap
@@ -12,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from registry.storage.filesystem import mapped, residency
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -92,36 +93,15 @@ def evict(path: Path) -> None:
 
 
 def resident_pages(path: Path) -> list[bool]:
-    """Which pages of ``path`` are in the page cache, by mincore(2) over a mapping of it: a
-    look that reads nothing (a read that may not wait, RWF_NOWAIT, starts the readahead of
-    what it misses, so probing every page that way reads the file in)."""
+    """Which pages of ``path`` are in the page cache, by mincore(2): a look that reads nothing
+    and, through an O_NOATIME descriptor, leaves the access time alone."""
     size = path.stat().st_size
     if not size:
         return []
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_size_t,
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_long,
-    ]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     fd = os.open(path, os.O_RDONLY | os.O_NOATIME)
     try:
-        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if address in (None, ctypes.c_void_p(-1).value):
-            raise OSError(ctypes.get_errno(), "mmap")
-        try:
-            pages = ctypes.create_string_buffer((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE)
-            if libc.mincore(address, size, pages) != 0:
-                raise OSError(ctypes.get_errno(), "mincore")
-            return [bool(flag & 1) for flag in pages.raw]
-        finally:
-            libc.munmap(address, size)
+        with mapped(fd, 0, size) as address:
+            return [bool(flag & 1) for flag in residency(address, size)]
     finally:
         os.close(fd)
 

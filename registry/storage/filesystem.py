@@ -45,7 +45,7 @@ T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
 DIRECT_READ = 1024 * 1024  # bytes per O_DIRECT read (first reads of files not in memory)
 DIRECT_DEPTH = 3  # O_DIRECT reads in flight
-PAGE_SAMPLES = 16  # bytes probed to judge whether a file sits in the page cache
+PAGE_SAMPLES = 16  # pages looked at to judge whether a file sits in the page cache
 READ_BEFORE_KEPT = 4096  # files this process remembers reading (for ``noatime`` mounts)
 DIRECT_ALIGN = 4096  # O_DIRECT offsets and lengths are multiples of this
 DIRECT_BUFFER = 8 * 1024 * 1024
@@ -140,17 +140,59 @@ def _write_fully(fd: int, data: bytes | memoryview | mmap.mmap) -> None:
             written += os.write(fd, view[written:])
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mmap.restype = ctypes.c_void_p
+_LIBC.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_LIBC.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+_LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+@contextlib.contextmanager
+def mapped(fd: int, start: int, length: int) -> Iterator[int]:
+    """The address of a read-only mapping of ``length`` bytes of ``fd`` from ``start`` (a
+    multiple of the page size), unmapped after. Mapping reads nothing."""
+    address = _LIBC.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
+    if address in (None, _MAP_FAILED):
+        raise OSError(ctypes.get_errno(), "mmap")
+    try:
+        yield address
+    finally:
+        _LIBC.munmap(address, length)
+
+
+def residency(address: int, length: int) -> bytes:
+    """mincore(2) of the mapped pages holding ``length`` bytes from ``address``: a byte a
+    page, its lowest bit set when the page is in the page cache."""
+    flags = ctypes.create_string_buffer((length + mmap.PAGESIZE - 1) // mmap.PAGESIZE)
+    if _LIBC.mincore(address, length, flags) != 0:
+        raise OSError(ctypes.get_errno(), "mincore")
+    return flags.raw
+
+
 def _in_page_cache(fd: int, offset: int, length: int) -> bool:
-    """Whether ``length`` bytes from ``offset`` sit in memory, judged by ``PAGE_SAMPLES`` bytes
-    spread over them: a read that may not wait for the disk (RWF_NOWAIT) fails for the rest."""
-    probe = bytearray(1)
-    for position in range(offset, offset + length, max(length // PAGE_SAMPLES, 1)):
-        try:
-            os.preadv(fd, [probe], position, os.RWF_NOWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:  # no RWF_NOWAIT here: as before, everything through the cache
-            return True
+    """Whether ``length`` bytes from ``offset`` sit in memory, judged by ``PAGE_SAMPLES`` pages
+    spread over them, by mincore(2): a look that reads nothing. (A read that may not wait,
+    RWF_NOWAIT, starts the readahead of a page it misses, which a fast disk can finish before
+    the read gives up: 84 of 300 files just dropped from the cache looked cached that way.)"""
+    if length <= 0:
+        return True
+    start = offset - offset % mmap.PAGESIZE
+    try:
+        with mapped(fd, start, offset + length - start) as address:
+            for position in range(offset, offset + length, max(length // PAGE_SAMPLES, 1)):
+                page = address + (position - start) // mmap.PAGESIZE * mmap.PAGESIZE
+                if not residency(page, 1)[0] & 1:
+                    return False
+    except OSError:  # cannot tell: through the cache, as for a file in memory
+        return True
     return True
 
 
