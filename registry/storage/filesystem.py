@@ -598,8 +598,11 @@ class FilesystemDriver:
         """Rename ``full`` into the root's ``TRASH``, then remove it there: a write racing
         the delete (a push linking a blob again as garbage collection removes the link) lands
         either before, and goes with it, or after, in a directory made again; never into one
-        being emptied, which ``rmdir`` would refuse. What a crash left in the trash goes at a
-        later delete, once ``TRASH_STALE``."""
+        being emptied, which ``rmdir`` would refuse. A write whose path was resolved before
+        the rename can still create a file in the directory after it is in the trash (found
+        by CI: ``rmdir`` refused the trashed directory); that never fails the delete, the path
+        being gone already. What a crash or such a write left in the trash goes at a later
+        delete, once ``TRASH_STALE``."""
         trash = self.root / TRASH
         trash.mkdir(exist_ok=True)
         doomed = trash / os.urandom(8).hex()
@@ -610,7 +613,10 @@ class FilesystemDriver:
                 raise
             shutil.rmtree(full)  # another filesystem mounted under the root: removed in place
             return
-        shutil.rmtree(doomed)
+        try:
+            shutil.rmtree(doomed)
+        except OSError:  # an entry landed late: once more, else the stale sweep takes it
+            shutil.rmtree(doomed, ignore_errors=True)
         cutoff = time.time() - TRASH_STALE
         with os.scandir(trash) as entries:
             for entry in entries:

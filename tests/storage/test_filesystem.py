@@ -222,6 +222,31 @@ async def test_a_directory_deleted_as_a_write_lands_in_it_goes_whole_or_holds_th
     assert list((tmp_path / TRASH).iterdir()) == []
 
 
+async def test_a_file_landing_late_in_a_trashed_directory_never_fails_its_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that resolved the directory's path before the rename creates its file in the
+    directory once it is in the trash, after ``rmtree`` listed it: ``rmdir`` refuses. The
+    path is gone already, so the delete succeeds, and the second try removes the late file."""
+    driver = FilesystemDriver(tmp_path)
+    await driver.put_content("repo/_layers/sha256/abc/link", b"old")
+    real_rmtree = shutil.rmtree
+    tries: list[str] = []
+
+    def a_file_lands_late(path: str, *args: object, **kwargs: object) -> None:
+        tries.append(str(path))
+        if len(tries) == 1:
+            (Path(path) / ".link.late.tmp").write_bytes(b"new")
+            raise OSError(errno.ENOTEMPTY, "Directory not empty", str(path))
+        real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shutil, "rmtree", a_file_lands_late)
+    await driver.delete("repo/_layers/sha256/abc")
+    assert not (tmp_path / "repo/_layers/sha256/abc").exists()
+    assert tries[:2] == [tries[0], tries[0]]  # the trashed directory, twice
+    assert list((tmp_path / TRASH).iterdir()) == []
+
+
 async def test_what_a_crash_left_in_the_trash_goes_once_stale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
